@@ -1,0 +1,35 @@
+# The two README commands: `make demo` (main job on the default data) and `make test`.
+# Each creates .venv on first use. torch is installed CPU-only unless an NVIDIA GPU is present.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.10 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+# With no GPU, ask for the +cpu build explicitly, so pip can never fall back to the CUDA build.
+TORCH_SPEC := $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch==$(TORCH_VERSION)"; else echo "torch==$(TORCH_VERSION)+cpu"; fi)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+export RANKLOOP_DATA ?= $(abspath ../shared/data)
+
+.PHONY: demo test lint venv clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)" --extra-index-url $(TORCH_INDEX)
+	$(PY) -c "import torch; print('constraint', 'torch==' + torch.__version__)" | cut -d' ' -f2 > $(VENV)/constraints.txt
+	$(PIP) install -c $(VENV)/constraints.txt -e ".[all]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/rankloop run --dataset scifact --retriever dense
+
+lint: venv
+	$(VENV)/bin/ruff check rankloop tests benchmarks
+
+test: lint
+	$(PY) -m pytest -n 2 -q
+
+clean:
+	rm -rf $(VENV)

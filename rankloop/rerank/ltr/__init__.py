@@ -1,0 +1,1 @@
+"""rankloop.rerank.ltr."""
