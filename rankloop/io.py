@@ -17,7 +17,7 @@ def open_text(path: str | os.PathLike[str], mode: str = "rt") -> IO[str]:
     path = Path(path)
     if path.suffix == ".gz":
         return gzip.open(path, mode, encoding="utf-8")  # type: ignore[return-value]
-    return open(path, mode, encoding="utf-8")  # noqa: SIM115
+    return open(path, mode, encoding="utf-8")
 
 
 @contextlib.contextmanager
@@ -36,7 +36,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
         if path.suffix == ".gz":
             fh: IO = gzip.open(tmp, "wb" if binary else "wt", encoding=None if binary else "utf-8")
         else:
-            fh = open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8")  # noqa: SIM115
+            fh = open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8")
         with fh:
             yield fh
             fh.flush()
