@@ -8,14 +8,18 @@ TORCH_VERSION ?= 2.13.0
 # With no GPU, ask for the +cpu build explicitly, so pip can never fall back to the CUDA build.
 TORCH_SPEC := $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch==$(TORCH_VERSION)"; else echo "torch==$(TORCH_VERSION)+cpu"; fi)
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# A local mirror of the data sets wins over downloads; use ../shared/data when it is there.
+ifneq ($(wildcard ../shared/data),)
 export RANKLOOP_DATA ?= $(abspath ../shared/data)
+endif
 
 .PHONY: demo test lint venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)" --extra-index-url $(TORCH_INDEX)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)" \
+		|| $(PIP) install "$(TORCH_SPEC)" --extra-index-url $(TORCH_INDEX)
 	$(PY) -c "import torch; print('constraint', 'torch==' + torch.__version__)" | cut -d' ' -f2 > $(VENV)/constraints.txt
 	$(PIP) install -c $(VENV)/constraints.txt -e ".[all]"
 	touch $@

@@ -116,11 +116,15 @@ class Qrels:
         for q, docs in self.data.items():
             for d, g in docs.items():
                 if not isinstance(g, int) or isinstance(g, bool):
-                    raise RankloopError(f"Qrels {self.name!r}: grade for ({q}, {d}) is not an int: {g!r}")
+                    raise RankloopError(
+                        f"Qrels {self.name!r}: grade for ({q}, {d}) is not an int: {g!r}"
+                    )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Mapping[str, int]], name: str = "") -> Qrels:
-        return cls({str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in data.items()}, name)
+        return cls(
+            {str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in data.items()}, name
+        )
 
     def __getitem__(self, qid: str) -> dict[str, int]:
         return self.data[qid]
@@ -172,7 +176,9 @@ class Run:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Mapping[str, float]], name: str = "") -> Run:
-        return cls({str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in data.items()}, name)
+        return cls(
+            {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in data.items()}, name
+        )
 
     @classmethod
     def from_ranked(cls, data: Mapping[str, Iterable[tuple[str, float]]], name: str = "") -> Run:
