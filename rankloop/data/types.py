@@ -7,9 +7,12 @@ writers live in `rankloop.data.beir` and `rankloop.data.trec`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from rankloop.errors import RankloopError
 
@@ -154,7 +157,9 @@ class Qrels:
 
 
 def _trec_order(item: tuple[str, float]) -> tuple[float, str]:
-    return (item[1], item[0])
+    # trec_eval stores scores as C floats: scores equal in float32 tie and fall back to doc id.
+    with np.errstate(over="ignore"):
+        return (float(np.float32(item[1])), item[0])
 
 
 @dataclass(frozen=True)
@@ -169,10 +174,14 @@ class Run:
     meta: dict[str, object] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        for q, docs in self.data.items():
-            for d, s in docs.items():
-                if isinstance(s, float) and math.isnan(s):
-                    raise RankloopError(f"Run {self.name!r}: NaN score for ({q}, {d})")
+        scores = np.fromiter(
+            itertools.chain.from_iterable(d.values() for d in self.data.values()), dtype=float
+        )
+        if np.isnan(scores).any():  # vectorised check; locate the offender only on failure
+            q, d = next(
+                (q, d) for q, docs in self.data.items() for d, s in docs.items() if math.isnan(s)
+            )
+            raise RankloopError(f"Run {self.name!r}: NaN score for ({q}, {d})")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Mapping[str, float]], name: str = "") -> Run:
