@@ -1,0 +1,278 @@
+"""Rel-MF (Saito et al., WSDM 2020): matrix factorisation trained with the IPS loss, in torch.
+
+Clicks are Y = O·R, exposure O has propensity θ. The IPS loss
+
+    mean over pairs of  (Y/θ)·δ1(ŷ) + (1 − Y/θ)·δ0(ŷ)
+
+is unbiased for the ideal loss mean[R·δ1(ŷ) + (1 − R)·δ0(ŷ)]; the clipped estimator uses
+max(θ, M) instead of θ, trading bias for variance. Runs on "cuda" when present, else the CPU,
+where a fixed `random_state` reproduces results bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rankloop.errors import RankloopError
+from rankloop.recsys.base import FactorRecommender
+from rankloop.recsys.interactions import Interactions
+from rankloop.recsys.propensity import Propensity, propensity_at
+
+Delta = Literal["square", "log"]
+_EPS = 1e-7
+_CHUNK_PAIRS = 1 << 21  # sampled training pairs held in memory at once
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for a name; "auto" is CUDA when torch sees a GPU, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RankloopError(f"device {device!r} requested but torch sees no CUDA GPU")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run torch CPU ops with `n` threads (None: leave as is), restoring the old count after.
+
+    Small factor models are fastest single-threaded, and a fixed count keeps CPU results
+    bit-for-bit reproducible.
+    """
+    if n is None:
+        yield
+        return
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise RankloopError(f"num_threads must be a positive int or None, got {n!r}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Gather rows with a deterministic backward (plain indexing accumulates in arbitrary order)."""
+    return F.embedding(index, table)
+
+
+def _deltas(pred: torch.Tensor, delta: Delta) -> tuple[torch.Tensor, torch.Tensor]:
+    """δ1 (loss if relevant) and δ0 (loss if not) of predicted relevance probabilities."""
+    if delta == "square":
+        return (1.0 - pred) ** 2, pred**2
+    if delta == "log":
+        p = pred.clamp(_EPS, 1.0 - _EPS)
+        return -torch.log(p), -torch.log1p(-p)
+    raise RankloopError(f"delta must be 'square' or 'log', got {delta!r}")
+
+
+def ips_loss(
+    pred: torch.Tensor,
+    clicks: torch.Tensor,
+    propensity: torch.Tensor,
+    *,
+    clip: float = 0.0,
+    neg_weight: float = 1.0,
+    delta: Delta = "square",
+) -> torch.Tensor:
+    """IPS pointwise loss: Σ[(Y/θ')δ1 + w(1 − Y/θ')δ0] / Σ[Y + w(1 − Y)], θ' = max(θ, clip).
+
+    With `neg_weight` w = 1 this is mean[(Y/θ)δ1(ŷ) + (1 − Y/θ)δ0(ŷ)], the paper's estimator;
+    `clip` = M > 0 gives the clipped estimator. `pred` are probabilities in (0, 1); all
+    arguments share one shape. θ is only read where Y = 1, so θ elsewhere may be anything > 0.
+    """
+    if not (pred.shape == clicks.shape == propensity.shape):
+        raise RankloopError(
+            f"ips_loss: shapes differ {pred.shape}, {clicks.shape}, {propensity.shape}"
+        )
+    theta = torch.clamp(propensity, min=clip) if clip > 0 else propensity
+    ratio = torch.where(clicks > 0, clicks / theta, torch.zeros_like(clicks))
+    d1, d0 = _deltas(pred, delta)
+    local = ratio * d1 + neg_weight * (1.0 - ratio) * d0
+    return local.sum() / (clicks + neg_weight * (1.0 - clicks)).sum()
+
+
+def naive_loss(
+    pred: torch.Tensor, clicks: torch.Tensor, *, delta: Delta = "square"
+) -> torch.Tensor:
+    """The biased loss that treats clicks as relevance: mean[Y·δ1 + (1 − Y)·δ0]."""
+    d1, d0 = _deltas(pred, delta)
+    return (clicks * d1 + (1.0 - clicks) * d0).mean()
+
+
+def sample_unclicked(
+    clicks: Interactions, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """`n` (user, item) pairs drawn uniformly from the pairs with no stored click."""
+    n_u, n_i = clicks.shape
+    if clicks.nnz >= n_u * n_i:
+        raise RankloopError("every (user, item) pair is clicked: nothing unlabeled to sample")
+    users = np.empty(0, np.int64)
+    items = np.empty(0, np.int64)
+    density = clicks.nnz / (n_u * n_i)
+    while len(users) < n:
+        m = int((n - len(users)) / (1.0 - density) * 1.1) + 16
+        u = rng.integers(0, n_u, m)
+        i = rng.integers(0, n_i, m)
+        keep = ~clicks.contains(u, i)
+        users = np.concatenate([users, u[keep]])
+        items = np.concatenate([items, i[keep]])
+    return users[:n], items[:n]
+
+
+class TorchMF(FactorRecommender):
+    """Shared parts of the torch factor models: seeded init, Adam loop, L2 on the full factors."""
+
+    def __init__(
+        self,
+        factors: int,
+        learning_rate: float,
+        regularization: float,
+        iterations: int,
+        batch_size: int,
+        random_state: int,
+        device: str,
+        num_threads: int | None,
+    ) -> None:
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.iterations = iterations
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.device = device
+        self.num_threads = num_threads
+
+    def _check(self, clicks: Interactions) -> None:
+        if not isinstance(clicks, Interactions) or clicks.kind != "implicit":
+            raise RankloopError(f"{type(self).__name__}.fit expects implicit Interactions (clicks)")
+        if clicks.nnz == 0:
+            raise RankloopError("cannot fit on interactions with no clicks")
+        for name in ("factors", "iterations", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise RankloopError(f"{name} must be a positive int, got {v!r}")
+
+    def _init(self, n_users: int, n_items: int) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
+        """Xavier-uniform factors from a seeded CPU generator (the same draw on every device)."""
+        dev = resolve_device(self.device)
+        g = torch.Generator().manual_seed(int(self.random_state))
+
+        def draw(n: int) -> torch.nn.Parameter:
+            a = float(np.sqrt(6.0 / (n + self.factors)))
+            w = (torch.rand(n, self.factors, generator=g) * 2.0 - 1.0) * a
+            return torch.nn.Parameter(w.to(dev))
+
+        return draw(n_users), draw(n_items)
+
+    def _l2(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.regularization * (u.pow(2).sum() + v.pow(2).sum())
+
+    def _to(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+        dev = resolve_device(self.device)
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in arrays)
+
+    def _train(
+        self,
+        clicks: Interactions,
+        draw: Callable[[int], tuple[torch.Tensor, ...]],
+        step_loss: Callable[[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]], torch.Tensor],
+    ) -> None:
+        """Adam on `step_loss(U, V, batch) + L2`; `draw(n)` samples the batches of the next n steps.
+
+        Batches are drawn in chunks (vectorised, bounded memory) from one seeded generator, so
+        the sample stream does not depend on the device.
+        """
+        chunk = max(1, _CHUNK_PAIRS // self.batch_size)
+        with torch_threads(self.num_threads):
+            U, V = self._init(*clicks.shape)
+            opt = torch.optim.Adam([U, V], lr=self.learning_rate)
+            losses = torch.empty(self.iterations, device=U.device)
+            for start in range(0, self.iterations, chunk):
+                batches = draw(min(chunk, self.iterations - start))
+                for b in range(batches[0].shape[0]):
+                    opt.zero_grad(set_to_none=True)
+                    loss = step_loss(U, V, tuple(t[b] for t in batches)) + self._l2(U, V)
+                    loss.backward()
+                    opt.step()
+                    losses[start + b] = loss.detach()
+        self.loss_curve_ = losses.cpu().numpy()
+        self._set_factors(U.detach().cpu().numpy(), V.detach().cpu().numpy(), clicks)
+
+
+class RelMF(TorchMF):
+    """Rel-MF: sigmoid(⟨u, i⟩) fitted with the (clipped) IPS loss.
+
+    Each Adam step draws `batch_size // 2` clicked pairs and as many unclicked pairs
+    uniformly at random (the authors' balanced batches), so `neg_weight` w sets the weight of
+    the unclicked half. `clip` = M: θ → max(θ, M); 0 is the unclipped IPS estimator.
+    """
+
+    def __init__(
+        self,
+        factors: int = 64,
+        *,
+        clip: float = 0.0,
+        learning_rate: float = 0.005,
+        regularization: float = 1e-5,
+        iterations: int = 1000,
+        batch_size: int = 2048,
+        neg_weight: float = 1.0,
+        delta: Delta = "square",
+        random_state: int = 0,
+        device: str = "auto",
+        num_threads: int | None = 1,
+    ) -> None:
+        super().__init__(
+            factors,
+            learning_rate,
+            regularization,
+            iterations,
+            batch_size,
+            random_state,
+            device,
+            num_threads,
+        )
+        self.clip = clip
+        self.neg_weight = neg_weight
+        self.delta = delta
+
+    def fit(self, clicks: Interactions, *, propensity: Propensity) -> RelMF:
+        """Fit on implicit clicks with exposure propensities θ (see `rankloop.recsys.propensity`)."""
+        self._check(clicks)
+        if not 0.0 <= self.clip <= 1.0:
+            raise RankloopError(f"clip must be in [0, 1], got {self.clip}")
+        pos_u, pos_i, _ = clicks.to_triples()
+        theta = propensity_at(propensity, pos_u, pos_i, clicks.shape)
+        rng = np.random.default_rng(self.random_state)
+        half = max(1, self.batch_size // 2)
+        dev = resolve_device(self.device)
+        y = torch.cat([torch.ones(half), torch.zeros(half)]).to(dev)
+
+        def draw(n: int) -> tuple[torch.Tensor, ...]:
+            pick = rng.integers(0, len(pos_u), (n, half))
+            neg_u, neg_i = sample_unclicked(clicks, n * half, rng)
+            return self._to(
+                np.concatenate([pos_u[pick], neg_u.reshape(n, half)], axis=1),
+                np.concatenate([pos_i[pick], neg_i.reshape(n, half)], axis=1),
+                np.concatenate([theta[pick], np.ones((n, half), np.float32)], axis=1),
+            )
+
+        def step_loss(
+            U: torch.Tensor, V: torch.Tensor, batch: tuple[torch.Tensor, ...]
+        ) -> torch.Tensor:
+            u, i, th = batch
+            pred = torch.sigmoid((rows(U, u) * rows(V, i)).sum(1))
+            return ips_loss(
+                pred, y, th, clip=self.clip, neg_weight=self.neg_weight, delta=self.delta
+            )
+
+        self._train(clicks, draw, step_loss)
+        return self
