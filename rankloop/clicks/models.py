@@ -246,6 +246,20 @@ class ClickModel(ABC):
         clicks = self._sample(qd, self._rank_params(mask.shape[1]), rng)
         return clicks & mask
 
+    def click_probs(self, attractiveness: np.ndarray) -> np.ndarray:
+        """(n, K) marginal click probabilities for lists with these per-position attractiveness
+        values (0 = no document); for callers whose relevance is continuous, e.g. bandit worlds."""
+        attr = np.asarray(attractiveness, dtype=np.float64)
+        qd = {"attr": attr}
+        return self._probs(qd, self._rank_params(attr.shape[1]), np.zeros(attr.shape, bool), False)
+
+    def simulate_attractiveness(
+        self, attractiveness: np.ndarray, rng: np.random.Generator | int
+    ) -> np.ndarray:
+        """(n, K) bool clicks for lists with these per-position attractiveness values."""
+        attr = np.asarray(attractiveness, dtype=np.float64)
+        return self._sample({"attr": attr}, self._rank_params(attr.shape[1]), as_rng(rng))
+
     def _fit_index(self, log: ClickLog) -> tuple[np.ndarray, np.ndarray]:
         """Build `pairs_`; return the flat slot and 0-based rank of every shown position."""
         self._check_log(log)
