@@ -13,6 +13,10 @@ _COMMAND_MODULES = (
     "rankloop.data.cli",  # data list|info|fetch
     "rankloop.eval.cli",  # eval, compare
     "rankloop.retrieval.cli",  # index build, search, run
+    "rankloop.clicks.cli",  # clicks fit|simulate
+    "rankloop.recsys.cli",  # experiment recsys
+    "rankloop.bandits.cli",  # simulate bandits
+    "rankloop.rerank.cli",  # experiment ultr
 )
 
 

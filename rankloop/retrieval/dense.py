@@ -1,0 +1,139 @@
+"""Dense retrieval: a sentence-transformers `Encoder` for queries plus a FAISS `VectorIndex`.
+
+This path never touches Java: BM25 lives in `rankloop.retrieval.sparse`, so dense runs stay
+light and a later BM25 call in the same process can still start its JVM.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankloop.data.types import Corpus, Queries, Run
+from rankloop.embed.encoders import Encoder
+from rankloop.embed.index import VectorIndex
+from rankloop.errors import RankloopError
+from rankloop.io import atomic_dir
+from rankloop.retrieval.base import check_k, ranked_to_dict, read_meta, split_empty, write_meta
+
+VECTORS_SUBDIR = "vectors"
+
+
+class DenseRetriever:
+    """Encode queries with `encoder`, search `index` (doc ids in, doc ids out).
+
+    The encoder's dimension must match the index's; a mismatch raises `RankloopError` here,
+    not deep inside FAISS.
+    """
+
+    def __init__(self, encoder: Encoder, index: VectorIndex) -> None:
+        if encoder.dim != index.dim:
+            raise RankloopError(
+                f"encoder {encoder.name!r} makes {encoder.dim}-d vectors but the index holds "
+                f"{index.dim}-d vectors; search with the model that built the index"
+            )
+        self.encoder = encoder
+        self.index = index
+        self.last_timing: dict[str, float] = {}
+
+    @classmethod
+    def build(
+        cls,
+        corpus: Corpus,
+        encoder: Encoder | None = None,
+        factory: str = "Flat",
+        metric: str = "ip",
+    ) -> DenseRetriever:
+        """Embed `corpus` (through the encoder's on-disk cache) and index it with `factory`."""
+        if len(corpus) == 0:
+            raise RankloopError(f"cannot build a dense index from an empty corpus {corpus.name!r}")
+        encoder = encoder if encoder is not None else Encoder()
+        vectors = encoder.encode_corpus(corpus)
+        index = VectorIndex(int(vectors.shape[1]), factory=factory, metric=metric)
+        index.add(corpus.ids, vectors)
+        return cls(encoder, index)
+
+    def search(
+        self,
+        queries: Queries,
+        k: int = 1000,
+        *,
+        batch_size: int = 256,
+        remove_query_id: bool = False,
+        **search_params: Any,
+    ) -> Run:
+        """Top-`k` documents per query by the index's similarity; `search_params` go to FAISS
+        (e.g. ``nprobe=32``, ``efSearch=128``).
+
+        Blank queries get no results, deliberately, with a warning. `remove_query_id` drops a
+        doc whose id equals the query id (k + 1 are fetched so that k remain).
+        """
+        check_k(k)
+        if batch_size < 1:
+            raise RankloopError(f"batch_size must be >= 1, got {batch_size}")
+        keep, _ = split_empty(queries, "DenseRetriever.search")
+        texts = [queries.texts[i] for i in keep]
+        qids = [queries.ids[i] for i in keep]
+        t0 = time.perf_counter()
+        qvecs = self.encoder.encode_queries(texts) if texts else np.zeros((0, self.index.dim))
+        t1 = time.perf_counter()
+        fetch = k + 1 if remove_query_id else k
+        data: dict[str, dict[str, float]] = {q: {} for q in queries.ids}
+        for start in range(0, len(qids), batch_size):
+            scores, ids = self.index.search(
+                qvecs[start : start + batch_size], fetch, **search_params
+            )
+            found = scores > -np.inf  # VectorIndex drops missing hits from ids, scores are -inf
+            for row, (qid, doc_ids) in enumerate(zip(qids[start : start + batch_size], ids)):
+                row_scores = scores[row][found[row]].tolist()
+                data[qid] = ranked_to_dict(qid, doc_ids, row_scores, k, remove_query_id)
+        t2 = time.perf_counter()
+        self.last_timing = {"encode_s": t1 - t0, "search_s": t2 - t1, "n_queries": len(qids)}
+        return Run(data, self.name, {"model": self.encoder.name, "k": k, **search_params})
+
+    @property
+    def name(self) -> str:
+        """Run name: the model's short name."""
+        return "dense:" + self.encoder.name.rstrip("/").rsplit("/", 1)[-1]
+
+    def save(self, path: str | os.PathLike[str], **extra_meta: Any) -> Path:
+        """Write the index and the encoder settings to `path` (atomically replaced)."""
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            self.index.save(tmp / VECTORS_SUBDIR)
+            write_meta(
+                tmp,
+                "dense",
+                model=self.encoder.name,
+                model_fingerprint=self.encoder.fingerprint,
+                max_length=self.encoder.max_length,
+                dim=self.index.dim,
+                **extra_meta,
+            )
+        return path
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], encoder: Encoder | None = None, **encoder_kwargs: Any
+    ) -> DenseRetriever:
+        """Open an index saved by `save`; without `encoder`, rebuild the one that made it."""
+        meta = read_meta(path)
+        if meta["kind"] != "dense":
+            raise RankloopError(f"{path} holds a {meta['kind']} index, not dense")
+        if encoder is None:
+            encoder = Encoder(meta["model"], max_length=meta.get("max_length"), **encoder_kwargs)
+            if encoder.fingerprint != meta.get("model_fingerprint"):
+                warnings.warn(
+                    f"{path}: model {meta['model']!r} differs from the one that built the index "
+                    f"({encoder.fingerprint} vs {meta.get('model_fingerprint')})",
+                    stacklevel=2,
+                )
+        return cls(encoder, VectorIndex.load(Path(path) / VECTORS_SUBDIR))
+
+    def __repr__(self) -> str:
+        return f"DenseRetriever({self.encoder!r}, dim={self.index.dim})"
