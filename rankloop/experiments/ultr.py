@@ -180,9 +180,11 @@ class UltrConfig:
         return cls.from_dict(raw, str(p))
 
     def quick(self) -> UltrConfig:
-        """A smoke-test variant: the first click model, 2 seeds, 10^3 and 10^4 sessions, 10 epochs."""
+        """A smoke-test variant: one click model (the goal's, if set), 2 seeds, 10^3 and 10^4
+        sessions, at most 10 epochs."""
         cfg = UltrConfig.from_dict(asdict(self))
-        cfg.click_models = cfg.click_models[:1]
+        goal_model = [c for c in cfg.click_models if c.name == cfg.goal.get("click_model")]
+        cfg.click_models = goal_model or cfg.click_models[:1]
         cfg.seeds = cfg.seeds[:2]
         cfg.sessions = [1_000, 10_000]
         cfg.train = {**cfg.train, "epochs": min(int(cfg.train.get("epochs", 40)), 10)}
@@ -679,6 +681,13 @@ def _summarise(
                 "gap_closed": None if closed is None else float(closed),
                 "p_vs_baseline": None if p is None or not np.isfinite(p) else float(p),
                 "fit_s": float(np.mean([by_seed[s]["fit_s"] for s in seeds])),
+                **{
+                    f"mean_{key}": np.mean([by_seed[s][key] for s in seeds], axis=0)
+                    .round(4)
+                    .tolist()
+                    for key in ("propensities", "position_logits")
+                    if all(key in by_seed[s] for s in seeds)
+                },
                 "by_dataset": {
                     d: float(np.mean([by_seed[s]["by_dataset"][d] for s in seeds]))
                     for d in by_seed[seeds[0]]["by_dataset"]
@@ -724,32 +733,47 @@ def plot_curves(result: UltrResult, path: str | Path) -> Path:
 
     c = result.config
     panels = len(c.click_models)
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.4), sharey=True, squeeze=False)
     ref = result.references
+    colors = plt.get_cmap("tab10")
+    handles: dict[str, Any] = {}
     for ax, cm in zip(axes[0], c.click_models):
-        for est in c.estimators:
-            rows = [
-                r
-                for r in result.summary
-                if r["click_model"] == cm.name and r["estimator"] == est.name
-            ]
+        for i, est in enumerate(c.estimators):
+            rows = sorted(
+                (
+                    r
+                    for r in result.summary
+                    if r["click_model"] == cm.name and r["estimator"] == est.name
+                ),
+                key=lambda r: r["sessions"],
+            )
             if not rows:
                 continue
-            rows.sort(key=lambda r: r["sessions"])
             x = np.array([r["sessions"] for r in rows])
             y = np.array([r["mean"] for r in rows])
             s = np.array([r["std"] for r in rows])
-            ax.plot(x, y, marker="o", label=est.name)
-            ax.fill_between(x, y - s, y + s, alpha=0.15)
-        ax.axhline(ref["full_information"]["mean"], color="black", ls="--", lw=1, label=FULL_INFO)
-        ax.axhline(ref["logging_ranker"]["mean"], color="grey", ls=":", lw=1, label=LOGGING)
+            (handles[est.name],) = ax.plot(x, y, marker="o", color=colors(i % 10), label=est.name)
+            ax.fill_between(x, y - s, y + s, color=colors(i % 10), alpha=0.15)
+        handles[FULL_INFO] = ax.axhline(
+            ref["full_information"]["mean"], color="black", ls="--", lw=1, label=FULL_INFO
+        )
+        handles[LOGGING] = ax.axhline(
+            ref["logging_ranker"]["mean"], color="grey", ls=":", lw=1, label=LOGGING
+        )
         ax.set_xscale("log")
         ax.set_title(cm.name)
         ax.set_xlabel("click sessions")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("nDCG@10 (test)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    axes[0][0].set_ylabel("nDCG@10 (test, mean ± std)")
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="lower center",
+        ncol=min(len(handles), 5),
+        fontsize=8,
+        frameon=False,
+    )
+    fig.tight_layout(rect=(0, 0.1 + 0.04 * (len(handles) > 5), 1, 1))
     path = Path(path)
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=120)

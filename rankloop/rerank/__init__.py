@@ -1,1 +1,1 @@
-"""rankloop.rerank."""
+"""Re-ranking: learning to rank and click-debiased (unbiased) learning to rank in `rerank.ltr`."""
