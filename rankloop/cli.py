@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "rankloop.recsys.cli",  # experiment recsys
     "rankloop.bandits.cli",  # simulate bandits
     "rankloop.rerank.cli",  # experiment ultr
+    "rankloop.prf.cli",  # experiment prf
 )
 
 

@@ -1,0 +1,211 @@
+"""PRF on BEIR SciFact and NFCorpus: every rankloop method vs the no-PRF dense baseline, with
+pyserini's dense vector PRF on the same index as the peer (numbers and latency).
+
+    RANKLOOP_DATA=../shared/data .venv/bin/python benchmarks/prf_beir.py [--datasets scifact nfcorpus]
+
+Per data set it runs `rankloop.experiments.prf` (default methods, plus the LoL ablation
+λ_cr = 0 and a zero-shot LoL trained on the other data set), adds pyserini's
+`DenseVectorAveragePrf` / `DenseVectorRocchioPrf` runs (per query, through `FaissSearcher` on a
+copy of the same FAISS index), checks that rankloop's batched runs match them to 1e-4 nDCG@10,
+and times the PRF stage (feedback search + reformulation + final search) per query for both.
+Writes benchmarks/results/prf_beir.json, the runs and plots under results/prf/<dataset>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import write_result
+
+from rankloop.data.types import Run
+from rankloop.eval import compare, evaluate
+from rankloop.experiments.prf import DEFAULT_METHODS, PRFConfig, run_prf, write_outputs
+from rankloop.prf.rocchio import Rocchio, VectorPRF, run_from_rows
+from rankloop.retrieval import _java
+
+MEASURES = ["ndcg_cut_10", "map", "recall_100", "recall_1000"]
+K = 1000
+# pyserini's vector PRF settings from the issue's table: name -> (rankloop reformulator, pyserini rule args)
+PEER = {
+    "avg-k3": (Rocchio.averaged(3), ("average", 3)),
+    "rocchio-k5": (Rocchio(alpha=0.4, beta=0.6, k=5), ("rocchio", 5, 0.4, 0.6)),
+    "rocchio-k3": (Rocchio(alpha=0.9, beta=0.1, k=3), ("rocchio", 3, 0.9, 0.1)),
+}
+ANCHORS = {"scifact": ("bm25", 0.6789), "nfcorpus": ("bm25+rm3", 0.3460)}
+OTHER = {"scifact": "nfcorpus", "nfcorpus": "scifact"}
+
+
+def _methods(dataset: str, max_train: int) -> list[dict]:
+    methods = copy.deepcopy(DEFAULT_METHODS)
+    for m in methods:
+        if m["kind"] == "lol":
+            m["max_train_queries"] = max_train
+    at = next(i for i, m in enumerate(methods) if m["kind"] == "lol") + 1
+    methods[at:at] = [
+        {"name": "lol-l0", "kind": "lol", "lambda_cr": 0.0, "max_train_queries": max_train},
+        {"name": f"lol-zeroshot({OTHER[dataset]})", "kind": "lol", "lambda_cr": 1.0,
+         "train_dataset": OTHER[dataset], "max_train_queries": max_train},
+    ]  # fmt: skip
+    return methods
+
+
+def _pyserini_peer(index, qvecs: np.ndarray, qids: list[str], threads: int):
+    """pyserini's per-query dense PRF on a copy of `index`: runs and PRF-stage seconds."""
+    _java.lucene()  # pyserini.search.faiss imports Lucene: start the JVM the rankloop way
+    from pyserini.search.faiss import DenseVectorAveragePrf, DenseVectorRocchioPrf, FaissSearcher
+
+    runs, seconds = {}, {}
+    with tempfile.TemporaryDirectory(prefix="rankloop-pyserini-") as tmp:
+        faiss.write_index(index.faiss_index, str(Path(tmp) / "index"))
+        (Path(tmp) / "docid").write_text("\n".join(index.ids) + "\n", encoding="utf-8")
+        searcher = FaissSearcher(tmp, None)
+        for name, (_, spec) in PEER.items():
+            if spec[0] == "average":
+                rule, depth = DenseVectorAveragePrf(), spec[1]
+            else:
+                rule, depth = DenseVectorRocchioPrf(spec[2], spec[3], 0.0, spec[1], 0), spec[1]
+            data = {}
+            t0 = time.perf_counter()
+            for qid, q in zip(qids, qvecs):
+                emb, cands = searcher.search(
+                    q[None, :], k=depth, threads=threads, return_vector=True
+                )
+                new_q = rule.get_prf_q_emb(emb[0], cands)
+                hits = searcher.search(np.asarray(new_q, np.float32)[None, :], k=K, threads=threads)
+                data[qid] = {h.docid: float(h.score) for h in hits}
+            seconds[name] = time.perf_counter() - t0
+            runs[f"pyserini:{name}"] = Run(data, f"pyserini:{name}")
+    faiss.omp_set_num_threads(threads)  # FaissSearcher.search set it process-wide
+    return runs, seconds
+
+
+def _rankloop_peer(index, qvecs: np.ndarray, qids: list[str], repeats: int = 3):
+    runs, seconds = {}, {}
+    for name, (reform, _) in PEER.items():
+        prf = VectorPRF(index, reform)
+        best = np.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            scores, rows = prf.search_vectors(qvecs, K)
+            best = min(best, time.perf_counter() - t0)
+        seconds[name] = best
+        runs[name] = run_from_rows(index, qids, scores, rows, name)
+    return runs, seconds
+
+
+def run_dataset(dataset: str, max_train: int, threads: int) -> dict:
+    config = PRFConfig(
+        dataset=dataset, out=f"results/prf/{dataset}", methods=_methods(dataset, max_train)
+    )
+    config.sweep = [
+        m["name"]
+        for m in config.methods
+        if m["name"] in ("avg-k3", "rocchio-k5", "rocchio-k3", "rocchio-bm25fb", "lol")
+    ]
+    result = run_prf(config)
+    # The peer: same index, same query vectors.
+    from rankloop.experiments.prf import _Setting
+
+    setting = _Setting(config, dataset, "test", verbose=False)
+    qids = setting.queries.ids
+    ours, our_s = _rankloop_peer(setting.index, setting.qvecs, qids)
+    theirs, their_s = _pyserini_peer(setting.index, setting.qvecs, qids, threads)
+    qrels = setting.data.qrels
+    check = {}
+    for name in PEER:
+        a = evaluate(qrels, ours[name], ["ndcg_cut_10"])["ndcg_cut_10"]
+        b = evaluate(qrels, theirs[f"pyserini:{name}"], ["ndcg_cut_10"])["ndcg_cut_10"]
+        check[name] = {
+            "rankloop_ndcg_cut_10": a,
+            "pyserini_ndcg_cut_10": b,
+            "abs_diff": abs(a - b),
+            "within_1e-4": abs(a - b) <= 1e-4,
+            "rankloop_ms_per_query": 1000 * our_s[name] / len(qids),
+            "pyserini_ms_per_query": 1000 * their_s[name] / len(qids),
+            "speedup": their_s[name] / our_s[name],
+        }
+    runs = dict(result.runs) | theirs
+    table = compare(runs, qrels, MEASURES, baseline="dense", test="t")
+    result.table = table
+    out = write_outputs(result, config.out)
+    return {
+        "table": table,
+        "check": check,
+        "sweep": result.sweep,
+        "timing": result.timing,
+        "out": str(out),
+    }
+
+
+def _summary(dataset: str, r: dict) -> dict:
+    t = r["table"]
+    nd = "ndcg_cut_10"
+    rank = [s for s in t.systems if s != "dense" and not s.startswith("pyserini:")]
+    feedback = [s for s in rank if s not in ("bm25",)]
+    defaults = [s for s in rank if s in {m["name"] for m in DEFAULT_METHODS}]
+    sig_better = [s for s in feedback if t.significant[s][nd] and t.delta[s][nd] > 0]
+    sig_worse = [s for s in defaults if t.significant[s][nd] and t.delta[s][nd] < 0]
+    prf_only = [s for s in feedback if not s.startswith("hybrid") and s != "bm25"]
+    best_ours = max(prf_only, key=lambda s: t.mean[s][nd])
+    peers = [s for s in t.systems if s.startswith("pyserini:")] + ["bm25+rm3", "bm25+rocchio"]
+    best_peer = max(peers, key=lambda s: t.mean[s][nd])
+    best_pipe = max(feedback, key=lambda s: t.mean[s][nd])
+    anchor_name, anchor = ANCHORS[dataset]
+    return {
+        "significant_wins_ndcg_cut_10": sig_better,
+        "default_configs_losing_significantly": sig_worse,
+        "best_rankloop_prf": [best_ours, t.mean[best_ours][nd]],
+        "best_pyserini_prf": [best_peer, t.mean[best_peer][nd]],
+        "best_pipeline": [best_pipe, t.mean[best_pipe][nd]],
+        "anchor": [anchor_name, anchor],
+        "pipeline_margin": t.mean[best_pipe][nd] - anchor,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
+    ap.add_argument("--max-train-queries", type=int, default=800)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    faiss.omp_set_num_threads(args.threads)
+    payload: dict = {"k": K, "measures": MEASURES, "results": {}}
+    for ds in args.datasets:
+        r = run_dataset(ds, args.max_train_queries, args.threads)
+        summary = _summary(ds, r)
+        print(f"\n## {ds}\n")
+        print(r["table"].to_markdown())
+        print(
+            "| pyserini check | rankloop nDCG@10 | pyserini nDCG@10 | |Δ| | rankloop ms/q | pyserini ms/q | speed-up |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for name, c in r["check"].items():
+            print(f"| {name} | {c['rankloop_ndcg_cut_10']:.4f} | {c['pyserini_ndcg_cut_10']:.4f} | "
+                  f"{c['abs_diff']:.1e} | {c['rankloop_ms_per_query']:.3f} | {c['pyserini_ms_per_query']:.3f} | {c['speedup']:.1f}× |")  # fmt: skip
+        print("\n" + "\n".join(f"- {k}: {v}" for k, v in summary.items()))
+        payload["results"][ds] = {
+            "table": r["table"].rows(),
+            "pyserini_check": r["check"],
+            "sweep_ndcg_cut_10": {
+                m: {str(k): v for k, v in p.items()} for m, p in r["sweep"].items()
+            },
+            "timing_s": r["timing"],
+            "summary": summary,
+            "outputs": r["out"],
+        }
+    path = write_result("prf_beir", payload)
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""LoL: a learned vector-space query reformulator q' = f(q, d1..dk), trained with L_pr + λ L_cr.
+
+The model (in the spirit of TPRF) is a small pre-norm transformer encoder over the sequence
+[q, d1, ..., dK] (K = 5 by default) with learned position embeddings; q' = q + W h_q, where h_q
+is the encoder output at the query position and W starts at zero, so an untrained model is the
+identity (no PRF).
+
+Training (LoL, "a comparative regularization loss over query reformulation losses"):
+- L_pr: cross-entropy of q' over a candidate set, the train-qrels positives plus hard
+  negatives from the first pass, with several positives pooled (−log Σ_pos softmax).
+- L_cr: each query is revised R times with feedback sizes sampled from {0..K}; for every pair
+  of revisions (i with more feedback than j), mean max(0, L_pr_i − L_pr_j): more feedback
+  should never make the reformulation worse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rankloop.errors import ConfigError, IndexCorruptError, RankloopError
+from rankloop.io import atomic_dir
+
+__all__ = ["LoL", "LoLConfig", "comparative_regularization", "prf_loss"]
+
+_WEIGHTS = "model.pt"
+_CONFIG = "lol.json"
+FORMAT = "rankloop.LoL/1"
+
+
+@dataclass
+class LoLConfig:
+    """Hyper-parameters of the reformulator and its training."""
+
+    dim: int = 384
+    K: int = 5
+    layers: int = 1
+    heads: int = 4
+    hidden: int = 512
+    dropout: float = 0.1
+    lambda_cr: float = 1.0
+    revisions: int = 3
+    temperature: float = 0.05
+    n_negatives: int = 50
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        if self.K < 1 or self.revisions < 1 or self.layers < 1 or self.epochs < 0:
+            raise ConfigError("LoL: K, revisions and layers must be >= 1, epochs >= 0")
+        if self.dim % self.heads:
+            raise ConfigError(f"LoL: dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if self.temperature <= 0 or self.lambda_cr < 0:
+            raise ConfigError("LoL: temperature must be > 0 and lambda_cr >= 0")
+
+
+def prf_loss(scores, positive):  # (B, C) tensors -> (B,)
+    """Multi-positive cross-entropy per row: −log Σ_pos softmax(scores); `positive` is a bool
+    (B, C) mask (padded candidates must already carry −inf scores)."""
+    import torch
+
+    log_all = torch.logsumexp(scores, dim=-1)
+    log_pos = torch.logsumexp(scores.masked_fill(~positive, float("-inf")), dim=-1)
+    return log_all - log_pos
+
+
+def comparative_regularization(losses, sizes):  # (B, R) losses, (B, R) sizes -> scalar
+    """Mean of max(0, L_i − L_j) over revision pairs of one query where size_i > size_j
+    (0 when no such pair exists): penalises a revision with more feedback that is worse."""
+    import torch
+
+    more = sizes[:, :, None] > sizes[:, None, :]  # (B, R, R): revision i has more feedback than j
+    gap = torch.relu(losses[:, :, None] - losses[:, None, :])
+    n = more.sum()
+    if n == 0:
+        return losses.new_zeros(())
+    return (gap * more).sum() / n
+
+
+def _build_module(cfg: LoLConfig):
+    import torch
+    from torch import nn
+
+    class _Reformulator(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.position = nn.Parameter(torch.zeros(cfg.K + 1, cfg.dim))
+            nn.init.normal_(self.position, std=0.02)
+            layer = nn.TransformerEncoderLayer(
+                cfg.dim,
+                cfg.heads,
+                cfg.hidden,
+                dropout=cfg.dropout,
+                batch_first=True,
+                norm_first=True,
+            )
+            self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+            self.out = nn.Linear(cfg.dim, cfg.dim)
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+        def forward(self, q, fb, mask):  # (B, d), (B, K, d), (B, K) bool -> (B, d)
+            x = torch.cat([q[:, None, :], fb], dim=1) + self.position[None, : fb.shape[1] + 1]
+            pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
+            h = self.encoder(x, src_key_padding_mask=pad)
+            return q + self.out(h[:, 0])
+
+    return _Reformulator()
+
+
+class LoL:
+    """Learned PRF reformulator; a `Reformulator` (call it on (queries, feedback, mask)).
+
+    `fit(queries, feedback, feedback_mask, candidates, candidate_mask, positive)` trains it;
+    `save(path)` / `LoL.load(path)` persist it.
+    """
+
+    def __init__(self, config: LoLConfig | None = None, **params: object) -> None:
+        if config is not None and params:
+            raise ConfigError("pass a LoLConfig or keyword parameters, not both")
+        self.config = config if config is not None else LoLConfig(**params)  # type: ignore[arg-type]
+        import torch
+
+        torch.manual_seed(self.config.random_state)
+        self.module_ = _build_module(self.config)
+        self.history_: list[dict[str, float]] = []
+
+    @property
+    def fb_depth(self) -> int:
+        return self.config.K
+
+    @property
+    def name(self) -> str:
+        return f"lol-l{self.config.lambda_cr:g}"
+
+    def __call__(self, queries: np.ndarray, feedback: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(n, d) reformulated queries from the first K feedback vectors."""
+        import torch
+
+        K = self.config.K
+        fb, m = np.asarray(feedback, np.float32)[:, :K], np.asarray(mask, bool)[:, :K]
+        if fb.shape[1] < K:  # pad to K (fewer feedback docs than the model can read)
+            extra = K - fb.shape[1]
+            fb = np.pad(fb, ((0, 0), (0, extra), (0, 0)))
+            m = np.pad(m, ((0, 0), (0, extra)))
+        self.module_.eval()
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(queries), 1024):
+                out.append(
+                    self.module_(
+                        torch.from_numpy(np.asarray(queries[s : s + 1024], np.float32)),
+                        torch.from_numpy(fb[s : s + 1024]),
+                        torch.from_numpy(m[s : s + 1024]),
+                    ).numpy()
+                )
+        return np.concatenate(out).astype(np.float32) if out else np.zeros_like(queries)
+
+    def fit(
+        self,
+        queries: np.ndarray,
+        feedback: np.ndarray,
+        feedback_mask: np.ndarray,
+        candidates: np.ndarray,
+        candidate_mask: np.ndarray,
+        positive: np.ndarray,
+        *,
+        verbose: bool = False,
+    ) -> LoL:
+        """Train on n queries: `queries` (n, d), `feedback` (n, ≥K, d) + mask (n, ≥K), candidate
+        vectors (n, C, d) + mask (n, C), and `positive` (n, C) bool (at least one per query)."""
+        import torch
+
+        cfg = self.config
+        q = torch.from_numpy(np.asarray(queries, np.float32))
+        fb = torch.from_numpy(np.asarray(feedback, np.float32)[:, : cfg.K])
+        fm = torch.from_numpy(np.asarray(feedback_mask, bool)[:, : cfg.K])
+        cand = torch.from_numpy(np.asarray(candidates, np.float32))
+        cm = torch.from_numpy(np.asarray(candidate_mask, bool))
+        pos = torch.from_numpy(np.asarray(positive, bool)) & cm
+        n = q.shape[0]
+        if fb.shape[:2] != (n, cfg.K) or cand.shape[:2] != pos.shape or pos.shape[0] != n:
+            raise RankloopError(
+                f"LoL.fit: shapes disagree: queries {tuple(q.shape)}, feedback {tuple(fb.shape)} "
+                f"(need K={cfg.K}), candidates {tuple(cand.shape)}, positive {tuple(pos.shape)}"
+            )
+        keep = pos.any(dim=1)
+        if not bool(keep.any()):
+            raise RankloopError("LoL.fit: no query has a positive candidate")
+        q, fb, fm, cand, cm, pos = (t[keep] for t in (q, fb, fm, cand, cm, pos))
+        n = q.shape[0]
+        gen = torch.Generator().manual_seed(cfg.random_state)
+        opt = torch.optim.AdamW(self.module_.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        R = cfg.revisions
+        self.module_.train()
+        self.history_ = []
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(n, generator=gen)
+            sums = {"loss": 0.0, "l_pr": 0.0, "l_cr": 0.0}
+            for s in range(0, n, cfg.batch_size):
+                b = order[s : s + cfg.batch_size]
+                B = len(b)
+                sizes = torch.randint(0, cfg.K + 1, (B, R), generator=gen)
+                ranks = torch.arange(cfg.K)[None, None, :]
+                rev_mask = fm[b][:, None, :] & (ranks < sizes[:, :, None])  # (B, R, K)
+                qr = q[b].repeat_interleave(R, dim=0)
+                fbr = fb[b].repeat_interleave(R, dim=0)
+                q_new = self.module_(qr, fbr, rev_mask.reshape(B * R, cfg.K)).reshape(B, R, -1)
+                scores = torch.einsum("brd,bcd->brc", q_new, cand[b]) / cfg.temperature
+                scores = scores.masked_fill(~cm[b][:, None, :], float("-inf"))
+                l_pr = prf_loss(scores, pos[b][:, None, :].expand_as(scores))  # (B, R)
+                l_cr = comparative_regularization(l_pr, rev_mask.sum(-1))
+                loss = l_pr.mean() + cfg.lambda_cr * l_cr
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sums["loss"] += loss.item() * B
+                sums["l_pr"] += l_pr.mean().item() * B
+                sums["l_cr"] += l_cr.item() * B
+            self.history_.append({k: v / n for k, v in sums.items()} | {"epoch": epoch + 1})
+            if verbose:
+                h = self.history_[-1]
+                print(
+                    f"LoL epoch {epoch + 1}/{cfg.epochs}: loss {h['loss']:.4f} "
+                    f"(L_pr {h['l_pr']:.4f}, L_cr {h['l_cr']:.4f})",
+                    flush=True,
+                )
+        self.module_.eval()
+        return self
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the weights and config to directory `path` atomically."""
+        import torch
+
+        with atomic_dir(path) as tmp:
+            torch.save(self.module_.state_dict(), tmp / _WEIGHTS)
+            doc = {"format": FORMAT, "config": asdict(self.config), "history": self.history_}
+            (tmp / _CONFIG).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LoL:
+        """Read a model written by `save`."""
+        import torch
+
+        directory = Path(path)
+        try:
+            doc = json.loads((directory / _CONFIG).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RankloopError(f"{directory}: no {_CONFIG} (not a saved LoL model)") from None
+        except (OSError, ValueError) as e:
+            raise IndexCorruptError(f"{directory / _CONFIG}: unreadable ({e})") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise IndexCorruptError(f"{directory / _CONFIG}: expected format {FORMAT!r}")
+        model = cls(LoLConfig(**doc["config"]))
+        try:
+            state = torch.load(directory / _WEIGHTS, map_location="cpu", weights_only=True)
+            model.module_.load_state_dict(state)
+        except (OSError, RuntimeError) as e:
+            raise IndexCorruptError(f"{directory / _WEIGHTS}: unreadable ({e})") from None
+        model.history_ = list(doc.get("history", []))
+        model.module_.eval()
+        return model
+
+
+def training_candidates(
+    first_pass_rows: np.ndarray,
+    positives: Sequence[Sequence[int]],
+    n_negatives: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate rows (n, P + n_negatives), their mask, and the positive flags: the positives
+    (padded to the largest count P) then the first `n_negatives` first-pass rows that are not
+    positives (hard negatives)."""
+    n = len(positives)
+    P = max((len(p) for p in positives), default=0)
+    C = P + n_negatives
+    rows = np.full((n, C), -1, np.int64)
+    pos = np.zeros((n, C), bool)
+    for i, (fp, ps) in enumerate(zip(first_pass_rows, positives)):
+        ps = list(ps)
+        rows[i, : len(ps)] = ps
+        pos[i, : len(ps)] = True
+        neg = fp[(fp >= 0) & ~np.isin(fp, ps)][:n_negatives]
+        rows[i, P : P + len(neg)] = neg
+    return rows, rows >= 0, pos
+
+
+def positive_rows(
+    qrels: Mapping[str, Mapping[str, int]], query_ids: Sequence[str], row_of: Mapping[str, int]
+) -> list[list[int]]:
+    """Index rows of each query's relevant (grade > 0) docs that the index holds."""
+    return [
+        [row_of[d] for d, g in qrels.get(q, {}).items() if g > 0 and d in row_of] for q in query_ids
+    ]

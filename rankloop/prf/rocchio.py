@@ -1,0 +1,290 @@
+"""Vector pseudo-relevance feedback: Rocchio, Average PRF and multi-iteration VPRF.
+
+All maths is batched over queries: feedback vectors come as an (n, m, d) array with an (n, m)
+validity mask, gathered from a `VectorIndex`'s stored full-precision vectors (`vectors_at`), so
+PRF works on any FAISS index type (Flat, HNSW, IVF-PQ, ...), never through `reconstruct`.
+
+Average PRF is pyserini's `DenseVectorAveragePrf`: q' = (q + d1 + ... + dk) / (k + 1).
+Rocchio is pyserini's `DenseVectorRocchioPrf`: q' = α q + β mean(top k) − γ mean(bottom b),
+where the bottom b are the last b of the top-`depth` feedback list.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from rankloop.data.types import Queries, Run
+from rankloop.embed.index import VectorIndex
+from rankloop.errors import ConfigError, RankloopError
+
+__all__ = [
+    "Reformulator",
+    "Rocchio",
+    "VectorPRF",
+    "average_prf",
+    "feedback_from_run",
+    "gather_feedback",
+    "rocchio",
+    "run_from_rows",
+]
+
+
+def _masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean over axis 1 of (n, m, d) `x` where `mask` (n, m) is True; 0 where no row is valid."""
+    w = mask.astype(np.float32)
+    count = w.sum(axis=1, keepdims=True)
+    total = np.einsum("nm,nmd->nd", w, x, dtype=np.float32)
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+
+
+def rocchio(
+    queries: np.ndarray,
+    feedback: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    alpha: float = 1.0,
+    beta: float = 0.5,
+    gamma: float = 0.0,
+    k: int | None = None,
+    bottom_k: int = 0,
+) -> np.ndarray:
+    """Rocchio over a batch: α q + β mean(first `k` valid feedback) − γ mean(last `bottom_k`).
+
+    `queries` (n, d), `feedback` (n, m, d) ranked best first, `mask` (n, m) True for real
+    feedback rows (default all). `k=None` uses all m rows as positives. A query with no valid
+    feedback keeps α q. Returns (n, d) float32.
+    """
+    q = np.asarray(queries, dtype=np.float32)
+    fb = np.asarray(feedback, dtype=np.float32)
+    if q.ndim != 2 or fb.ndim != 3 or fb.shape[0] != q.shape[0] or fb.shape[2] != q.shape[1]:
+        raise RankloopError(
+            f"rocchio: queries must be (n, d) and feedback (n, m, d), got {q.shape} and {fb.shape}"
+        )
+    n, m, _ = fb.shape
+    valid = np.ones((n, m), bool) if mask is None else np.asarray(mask, bool)
+    if valid.shape != (n, m):
+        raise RankloopError(f"rocchio: mask must be {(n, m)}, got {valid.shape}")
+    k = m if k is None else int(k)
+    if k < 0 or bottom_k < 0:
+        raise ConfigError(f"k and bottom_k must be >= 0, got {k}, {bottom_k}")
+    # Position of each row among its query's valid rows (valid rows are a prefix in practice).
+    pos = np.cumsum(valid, axis=1) - 1
+    n_valid = valid.sum(axis=1, keepdims=True)
+    out = alpha * q
+    if beta and k:
+        out = out + beta * _masked_mean(fb, valid & (pos < k))
+    if gamma and bottom_k:
+        out = out - gamma * _masked_mean(fb, valid & (pos >= n_valid - bottom_k))
+    return out.astype(np.float32)
+
+
+def average_prf(
+    queries: np.ndarray, feedback: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Average PRF: (q + Σ valid feedback) / (1 + number of valid feedback rows), per query."""
+    q = np.asarray(queries, dtype=np.float32)
+    fb = np.asarray(feedback, dtype=np.float32)
+    valid = np.ones(fb.shape[:2], bool) if mask is None else np.asarray(mask, bool)
+    total = q + np.einsum("nm,nmd->nd", valid.astype(np.float32), fb, dtype=np.float32)
+    return (total / (1.0 + valid.sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+class Reformulator(Protocol):
+    """Anything that maps queries (n, d) plus ranked feedback (n, m, d) and mask to new queries."""
+
+    def __call__(
+        self, queries: np.ndarray, feedback: np.ndarray, mask: np.ndarray
+    ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Rocchio:
+    """Rocchio as a `Reformulator`; `Rocchio.average(k)` is Average PRF (pyserini's definition).
+
+    `depth` is how many first-pass documents are read: the top `k` are positives and the last
+    `bottom_k` of those `depth` are negatives (pyserini's `prf_depth`, `topk`, `bottomk`).
+    """
+
+    alpha: float = 1.0
+    beta: float = 0.5
+    gamma: float = 0.0
+    k: int = 3
+    bottom_k: int = 0
+    depth: int | None = None
+    average: bool = False
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"Rocchio k must be >= 1, got {self.k}")
+        if self.bottom_k < 0:
+            raise ConfigError(f"Rocchio bottom_k must be >= 0, got {self.bottom_k}")
+        if self.depth is not None and self.depth < max(self.k, self.bottom_k):
+            raise ConfigError(
+                f"Rocchio depth ({self.depth}) must be >= k ({self.k}) and bottom_k ({self.bottom_k})"
+            )
+
+    @classmethod
+    def averaged(cls, k: int) -> Rocchio:
+        """Average PRF over the top `k`."""
+        return cls(k=k, average=True)
+
+    @property
+    def fb_depth(self) -> int:
+        """First-pass documents this reformulator reads."""
+        return self.depth if self.depth is not None else max(self.k, self.bottom_k)
+
+    @property
+    def name(self) -> str:
+        if self.average:
+            return f"avg-k{self.k}"
+        neg = f"-g{self.gamma:g}-b{self.bottom_k}" if self.gamma and self.bottom_k else ""
+        return f"rocchio-k{self.k}-a{self.alpha:g}-b{self.beta:g}{neg}"
+
+    def __call__(self, queries: np.ndarray, feedback: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.average:
+            return average_prf(queries, feedback[:, : self.k], mask[:, : self.k])
+        return rocchio(
+            queries,
+            feedback,
+            mask,
+            alpha=self.alpha,
+            beta=self.beta,
+            gamma=self.gamma,
+            k=self.k,
+            bottom_k=self.bottom_k,
+        )
+
+
+def gather_feedback(index: VectorIndex, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stored vectors (n, m, d) of row positions `rows` (n, m) and the mask of rows >= 0."""
+    rows = np.asarray(rows, dtype=np.int64)
+    mask = rows >= 0
+    vecs = index.vectors_at(np.where(mask, rows, 0).reshape(-1)).reshape(*rows.shape, index.dim)
+    vecs[~mask] = 0.0
+    return vecs, mask
+
+
+def feedback_from_run(
+    index: VectorIndex, run: Run, query_ids: Sequence[str], depth: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feedback vectors from any run (e.g. BM25): the top `depth` docs per query, in rank order.
+
+    Docs the index does not hold are skipped. Returns (n, depth, d) vectors and (n, depth) mask.
+    """
+    rows = np.full((len(query_ids), depth), -1, dtype=np.int64)
+    known = index.rows  # raises on unknown ids, so filter against the id map first
+    ids = set(index.ids)
+    for i, q in enumerate(query_ids):
+        docs = [d for d, _ in run.ranked(q) if d in ids][:depth] if q in run else []
+        if docs:
+            rows[i, : len(docs)] = known(docs)
+    return gather_feedback(index, rows)
+
+
+def run_from_rows(
+    index: VectorIndex, query_ids: Sequence[str], scores: np.ndarray, rows: np.ndarray, name: str
+) -> Run:
+    """A `Run` from `search_rows` output (rows -1 are dropped)."""
+    id_array = np.array(index.ids, dtype=object)
+    data: dict[str, dict[str, float]] = {}
+    for q, s, r in zip(query_ids, scores.tolist(), rows):
+        ok = r >= 0
+        data[q] = dict(zip(id_array[r[ok]].tolist(), np.asarray(s)[ok].tolist()))
+    return Run(data, name)
+
+
+class VectorPRF:
+    """Dense retrieval with vector PRF over any `VectorIndex`, batched over all queries.
+
+    Each iteration searches with the current query vectors, reads the top `fb_depth` stored
+    vectors and applies `reformulator` to (current query, feedback); `iterations=2` is
+    two-round VPRF. With `feedback_run`, the first round's feedback comes from that run (e.g.
+    BM25 or a hybrid) instead of the dense first pass.
+    """
+
+    def __init__(
+        self,
+        index: VectorIndex,
+        reformulator: Reformulator,
+        *,
+        fb_depth: int | None = None,
+        iterations: int = 1,
+        normalize: bool = False,
+        search_params: dict[str, Any] | None = None,
+    ) -> None:
+        if iterations < 1:
+            raise ConfigError(f"iterations must be >= 1, got {iterations}")
+        depth = fb_depth if fb_depth is not None else getattr(reformulator, "fb_depth", None)
+        if depth is None or depth < 1:
+            raise ConfigError("fb_depth must be a positive int (or given by the reformulator)")
+        self.index = index
+        self.reformulator = reformulator
+        self.fb_depth = int(depth)
+        self.iterations = int(iterations)
+        self.normalize = normalize
+        self.search_params = dict(search_params or {})
+        self.last_timing: dict[str, float] = {}
+
+    def reformulate(
+        self,
+        qvecs: np.ndarray,
+        *,
+        first_feedback: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """The final query vectors (n, d) after `iterations` rounds of feedback."""
+        q = np.asarray(qvecs, dtype=np.float32)
+        t_search = t_prf = 0.0
+        for it in range(self.iterations):
+            t0 = time.perf_counter()
+            if it == 0 and first_feedback is not None:
+                fb, mask = first_feedback
+            else:
+                _, rows = self.index.search_rows(q, self.fb_depth, **self.search_params)
+                t_search += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                fb, mask = gather_feedback(self.index, rows)
+            q = np.asarray(self.reformulator(q, fb, mask), dtype=np.float32)
+            if self.normalize:
+                q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+            t_prf += time.perf_counter() - t0
+        self.last_timing = {"feedback_search_s": t_search, "reformulate_s": t_prf}
+        return q
+
+    def search_vectors(
+        self,
+        qvecs: np.ndarray,
+        k: int,
+        *,
+        first_feedback: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of the final retrieval with the reformulated queries."""
+        q = self.reformulate(qvecs, first_feedback=first_feedback)
+        t0 = time.perf_counter()
+        out = self.index.search_rows(q, k, **self.search_params)
+        self.last_timing["final_search_s"] = time.perf_counter() - t0
+        return out
+
+    def search(
+        self,
+        queries: Queries,
+        qvecs: np.ndarray,
+        k: int = 1000,
+        *,
+        name: str = "vprf",
+        feedback_run: Run | None = None,
+    ) -> Run:
+        """A `Run` for `queries` whose (n, d) embeddings are `qvecs`."""
+        if len(queries) != len(qvecs):
+            raise RankloopError(f"{len(queries)} queries but {len(qvecs)} query vectors")
+        first = (
+            feedback_from_run(self.index, feedback_run, queries.ids, self.fb_depth)
+            if feedback_run is not None
+            else None
+        )
+        scores, rows = self.search_vectors(qvecs, k, first_feedback=first)
+        return run_from_rows(self.index, queries.ids, scores, rows, name)
