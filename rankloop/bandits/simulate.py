@@ -30,6 +30,7 @@ from rankloop.bandits.envs import EnvConfig, FeedbackQueue, SlateEnv, World, bui
 from rankloop.bandits.policies import POLICY_TYPES, SlatePolicy, TopK
 from rankloop.bandits.policies.base import FEEDBACK
 from rankloop.errors import ConfigError, RankloopError
+from rankloop.experiments import environment_info, read_yaml_config
 from rankloop.io import atomic_write
 
 
@@ -97,15 +98,7 @@ class BanditConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> BanditConfig:
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"cannot read config {path}: {e}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        return cls.from_dict(raw)
+        return cls.from_dict(read_yaml_config(path))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -426,21 +419,6 @@ def write_outputs(result: BanditResult, out: str | Path) -> Path:
     _save_fig(regret_figure(result), out / "regret.png")
     _save_fig(exposure_figure(result), out / "exposure.png")
     return out
-
-
-def environment_info() -> dict[str, Any]:
-    """Python, platform and library versions (the run's environment)."""
-    import importlib.metadata
-    import platform
-    import sys
-
-    versions = {}
-    for p in ("numpy", "faiss-cpu", "implicit", "scikit-learn", "sentence-transformers", "torch"):
-        try:
-            versions[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError:
-            versions[p] = None
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "versions": versions}
 
 
 def _json_default(o: Any) -> Any:

@@ -7,6 +7,16 @@ Several subsystems (recsys, prf, ultr, ...) each add one kind under the one shar
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rankloop.errors import ConfigError
 
 _ATTR = "_rankloop_experiment_subparsers"
 
@@ -28,3 +38,51 @@ def experiment_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParse
     kinds = parser.add_subparsers(dest="experiment_kind", required=True, metavar="KIND")
     setattr(sub, _ATTR, kinds)
     return kinds
+
+
+_ENV_PACKAGES = (
+    "rankloop",
+    "numpy",
+    "scipy",
+    "torch",
+    "faiss-cpu",
+    "faiss-gpu",
+    "scikit-learn",
+    "sentence-transformers",
+    "pyserini",
+    "implicit",
+)
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file; any problem is a ConfigError naming the file."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def environment_info(device: str | None = None) -> dict[str, Any]:
+    """What an experiment's output folder records about where it ran: platform, Python, CPU
+    count, compute device and the versions of the libraries that shape the numbers."""
+    versions: dict[str, str | None] = {}
+    for pkg in _ENV_PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "versions": versions,
+    }
+    if device is not None:
+        info["torch_device"] = device
+    return info

@@ -17,11 +17,9 @@
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 import io
 import itertools
 import json
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -32,6 +30,7 @@ import numpy as np
 import yaml
 
 from rankloop.errors import ConfigError, RankloopError
+from rankloop.experiments import environment_info, read_yaml_config
 from rankloop.io import atomic_write
 from rankloop.recsys.interactions import Interactions
 
@@ -171,14 +170,7 @@ class RecsysConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RecsysConfig:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"no such config file {p}")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
-        return cls.from_dict(raw, str(p))
+        return cls.from_dict(read_yaml_config(path), str(path))
 
 
 # ---- reference scorers ------------------------------------------------------------------
@@ -305,21 +297,10 @@ def _propensity(config: RecsysConfig, data, clicks: Interactions, mar_sample: In
 
 
 # ---- the run ----------------------------------------------------------------------------
-def _environment() -> dict[str, Any]:
+def _torch_device() -> str:
     import torch
 
-    versions = {}
-    for pkg in ("rankloop", "numpy", "scipy", "torch", "implicit", "faiss-cpu", "scikit-learn"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "torch_device": "cuda" if torch.cuda.is_available() else "cpu",
-        "versions": versions,
-    }
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -558,7 +539,15 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
                 "params": tuning[spec.name]["best_params"],
             }
         )
-    return RecsysResult(config, per_seed, tuning, summary, bucket_labels, protocol, _environment())
+    return RecsysResult(
+        config,
+        per_seed,
+        tuning,
+        summary,
+        bucket_labels,
+        protocol,
+        environment_info(_torch_device()),
+    )
 
 
 def plot_buckets(result: RecsysResult, path: Path) -> None:

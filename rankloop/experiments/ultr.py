@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.metadata
 import io
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -38,6 +36,7 @@ import numpy as np
 import yaml
 
 from rankloop.errors import ConfigError, RankloopError
+from rankloop.experiments import environment_info, read_yaml_config
 from rankloop.io import atomic_write
 from rankloop.rerank.ltr.features import LtrData, build_features, concat_ltr
 
@@ -170,14 +169,7 @@ class UltrConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> UltrConfig:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"no such config file {p}")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
-        return cls.from_dict(raw, str(p))
+        return cls.from_dict(read_yaml_config(path), str(path))
 
     def quick(self) -> UltrConfig:
         """A smoke-test variant: one click model (the goal's, if set), 2 seeds, 10^3 and 10^4
@@ -350,20 +342,6 @@ def prepare_data(config: UltrConfig, log: Any = print) -> tuple[LtrData, LtrData
 
 
 # ---- the run --------------------------------------------------------------------------------
-def _environment(device: str) -> dict[str, Any]:
-    versions = {}
-    for pkg in ("rankloop", "numpy", "scipy", "torch", "pyserini", "faiss-cpu", "scikit-learn"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-        "torch_device": device,
-        "versions": versions,
-    }
 
 
 @dataclass
@@ -642,7 +620,7 @@ def run_ultr(config: UltrConfig, *, verbose: bool = True) -> UltrResult:
         summary,
         references,
         goal,
-        _environment(device),
+        environment_info(device),
         {"data_s": round(t_data - t_start, 1), "total_s": round(time.perf_counter() - t_start, 1)},
     )
 

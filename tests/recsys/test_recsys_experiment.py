@@ -123,7 +123,7 @@ def test_config_errors(tmp_path):
         RecsysConfig.from_dict({**TINY, "dataset": "movielens-1m"})
     with pytest.raises(ConfigError, match="val_repeats"):
         RecsysConfig.from_dict({**TINY, "val_repeats": 0})
-    with pytest.raises(ConfigError, match="no such config"):
+    with pytest.raises(ConfigError, match="cannot read config"):
         RecsysConfig.from_yaml(tmp_path / "missing.yaml")
     bad = RecsysConfig.from_dict(
         {**TINY, "models": [{"name": "WMF", "type": "wmf", "params": {"factorz": 3}}]}
