@@ -6,10 +6,7 @@ light and a later BM25 call in the same process can still start its JVM.
 
 from __future__ import annotations
 
-import os
 import time
-import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,27 +15,26 @@ from rankloop.data.types import Corpus, Queries, Run
 from rankloop.embed.encoders import Encoder
 from rankloop.embed.index import VectorIndex
 from rankloop.errors import RankloopError
-from rankloop.io import atomic_dir
-from rankloop.retrieval.base import check_k, ranked_to_dict, read_meta, split_empty, write_meta
+from rankloop.retrieval._encoded import EncodedIndexRetriever
+from rankloop.retrieval.base import check_k, ranked_to_dict, split_empty
 
 VECTORS_SUBDIR = "vectors"
 
 
-class DenseRetriever:
+class DenseRetriever(EncodedIndexRetriever):
     """Encode queries with `encoder`, search `index` (doc ids in, doc ids out).
 
     The encoder's dimension must match the index's; a mismatch raises `RankloopError` here,
     not deep inside FAISS.
     """
 
+    KIND = "dense"
+    SUBDIR = VECTORS_SUBDIR
+    PREFIX = "dense:"
+    INDEX_CLS = VectorIndex
+
     def __init__(self, encoder: Encoder, index: VectorIndex) -> None:
-        if encoder.dim != index.dim:
-            raise RankloopError(
-                f"encoder {encoder.name!r} makes {encoder.dim}-d vectors but the index holds "
-                f"{index.dim}-d vectors; search with the model that built the index"
-            )
-        self.encoder = encoder
-        self.index = index
+        super().__init__(encoder, index)
         self.last_timing: dict[str, float] = {}
 
     @classmethod
@@ -95,45 +91,6 @@ class DenseRetriever:
         t2 = time.perf_counter()
         self.last_timing = {"encode_s": t1 - t0, "search_s": t2 - t1, "n_queries": len(qids)}
         return Run(data, self.name, {"model": self.encoder.name, "k": k, **search_params})
-
-    @property
-    def name(self) -> str:
-        """Run name: the model's short name."""
-        return "dense:" + self.encoder.name.rstrip("/").rsplit("/", 1)[-1]
-
-    def save(self, path: str | os.PathLike[str], **extra_meta: Any) -> Path:
-        """Write the index and the encoder settings to `path` (atomically replaced)."""
-        path = Path(path)
-        with atomic_dir(path) as tmp:
-            self.index.save(tmp / VECTORS_SUBDIR)
-            write_meta(
-                tmp,
-                "dense",
-                model=self.encoder.name,
-                model_fingerprint=self.encoder.fingerprint,
-                max_length=self.encoder.max_length,
-                dim=self.index.dim,
-                **extra_meta,
-            )
-        return path
-
-    @classmethod
-    def load(
-        cls, path: str | os.PathLike[str], encoder: Encoder | None = None, **encoder_kwargs: Any
-    ) -> DenseRetriever:
-        """Open an index saved by `save`; without `encoder`, rebuild the one that made it."""
-        meta = read_meta(path)
-        if meta["kind"] != "dense":
-            raise RankloopError(f"{path} holds a {meta['kind']} index, not dense")
-        if encoder is None:
-            encoder = Encoder(meta["model"], max_length=meta.get("max_length"), **encoder_kwargs)
-            if encoder.fingerprint != meta.get("model_fingerprint"):
-                warnings.warn(
-                    f"{path}: model {meta['model']!r} differs from the one that built the index "
-                    f"({encoder.fingerprint} vs {meta.get('model_fingerprint')})",
-                    stacklevel=2,
-                )
-        return cls(encoder, VectorIndex.load(Path(path) / VECTORS_SUBDIR))
 
     def __repr__(self) -> str:
         return f"DenseRetriever({self.encoder!r}, dim={self.index.dim})"

@@ -95,7 +95,7 @@ def test_save_and_open_index(tmp_path: Path, scifact_slice, dense_slice) -> None
 def test_interrupted_save_keeps_previous_index(
     tmp_path: Path, scifact_slice, dense_slice, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rankloop.retrieval import dense
+    from rankloop.retrieval import _encoded
     from rankloop.retrieval.base import open_index
 
     dense_slice.save(tmp_path / "idx")
@@ -103,7 +103,7 @@ def test_interrupted_save_keeps_previous_index(
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # as if the process were interrupted mid-save
 
-    monkeypatch.setattr(dense, "write_meta", crash)
+    monkeypatch.setattr(_encoded, "write_meta", crash)
     with pytest.raises(KeyboardInterrupt):
         dense_slice.save(tmp_path / "idx")
     reopened = open_index(tmp_path / "idx", encoder=dense_slice.encoder)
