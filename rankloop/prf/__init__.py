@@ -2,7 +2,8 @@
 
 - `rocchio`: vector Rocchio / Average PRF / multi-iteration VPRF over any `VectorIndex`, batched;
 - `lol`: a learned reformulator trained with the LoL comparative regularisation;
-- `sparse`: BM25+RM3 and BM25+Rocchio through pyserini on a cached Lucene index.
+- `sparse`: BM25+RM3 and BM25+Rocchio through pyserini on a cached Lucene index;
+- `counterfactual`: Counterfactual Rocchio (IPS-weighted click feedback, seen-query protocol).
 The experiment runner is `rankloop.experiments.prf` (`rankloop experiment prf`).
 Names load on first use, so importing the package pulls in neither torch nor Java.
 """
@@ -19,6 +20,8 @@ _LAZY = {
     "rocchio": "rankloop.prf.rocchio",
     "gather_feedback": "rankloop.prf.rocchio",
     "feedback_from_run": "rankloop.prf.rocchio",
+    "corocchio": "rankloop.prf.counterfactual",
+    "seen_query_runs": "rankloop.prf.counterfactual",
     "LoL": "rankloop.prf.lol",
     "LoLConfig": "rankloop.prf.lol",
     "open_bm25": "rankloop.prf.sparse",

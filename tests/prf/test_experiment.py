@@ -18,7 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_shipped_configs_load() -> None:
     for name in ("prf_scifact.yaml", "prf_nfcorpus.yaml"):
         cfg = PRFConfig.from_yaml(CONFIGS / name)
-        assert [m["name"] for m in cfg.methods] == [m["name"] for m in DEFAULT_METHODS]
+        assert cfg.methods == DEFAULT_METHODS
 
 
 @pytest.mark.parametrize(

@@ -81,3 +81,28 @@ def test_config_validation() -> None:
         LoLConfig(dim=10, heads=4)
     with pytest.raises(ConfigError):
         LoL(LoLConfig(), K=3)
+
+
+def test_validation_keeps_the_identity_when_training_never_helps() -> None:
+    docs, q, fb, crow, cmask, cpos = _synthetic()
+    cand = docs[np.where(crow >= 0, crow, 0)]
+    scores = iter([1.0, 0.5, 0.4, 0.3])  # epoch 0 (identity) is best
+    m = LoL(dim=8, heads=2, hidden=32, K=3, epochs=5, patience=2, batch_size=16, lr=3e-3)
+    m.fit(q, fb, np.ones(fb.shape[:2], bool), cand, cmask, cpos, validate=lambda _: next(scores))
+    assert m.best_epoch_ == 0 and [h["epoch"] for h in m.history_] == [0, 1, 2]  # stopped early
+    np.testing.assert_allclose(m(q, fb, np.ones(fb.shape[:2], bool)), q, atol=1e-6)
+
+
+def test_in_batch_negatives_train_and_respect_shared_positives() -> None:
+    docs, q, fb, crow, cmask, cpos = _synthetic()
+    cand = docs[np.where(crow >= 0, crow, 0)]
+    m = LoL(dim=8, heads=2, hidden=32, K=3, epochs=10, batch_size=16, lr=3e-3)
+    m.fit(q, fb, np.ones(fb.shape[:2], bool), cand, cmask, cpos, candidate_ids=crow)
+    assert m.config.in_batch_negatives and m.history_[-1]["l_pr"] < m.history_[0]["l_pr"]
+
+
+def test_max_positives_keeps_the_highest_grades_first() -> None:
+    rows = positive_rows({"q": {"a": 1, "b": 2, "c": 1}}, ["q"], {"a": 0, "b": 1, "c": 2})
+    assert rows == [[1, 0, 2]]
+    crow, _, cpos = training_candidates(np.array([[5, 0, 6]]), rows, 2, max_positives=1)
+    assert crow.tolist() == [[1, 5, 0]] and cpos.tolist() == [[True, False, False]]
