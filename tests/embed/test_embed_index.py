@@ -181,6 +181,16 @@ def test_too_few_training_points():
     assert len(index) == 0
 
 
+def test_explicit_training_on_a_seeded_sample(data):
+    ids, x, q = data
+    a, b = VectorIndex(DIM, "IVF8,Flat"), VectorIndex(DIM, "IVF8,Flat")
+    for index in (a, b):
+        index.train(x.astype(np.float64), max_points=200, seed=3)  # any float dtype is accepted
+        assert index.is_trained and len(index) == 0
+        index.add(ids, x)
+    assert a.search(q, 5, nprobe=2)[1] == b.search(q, 5, nprobe=2)[1]  # same sample, same index
+
+
 def test_row_addressed_index():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 8)).astype(np.float32)
