@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from rankloop.embed.encoders import (
     TokenEmbeddings,
-    _check_texts,
-    _hub_cached,
-    _quiet_transformers,
+    check_texts,
+    hub_cached,
     model_fingerprint,
+    quiet_transformers,
     resolve_model,
 )
 from rankloop.embed.gpu import default_device
@@ -105,7 +105,7 @@ class ColBERTEncoder:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 config = AutoConfig.from_pretrained(self._model_dir, local_files_only=True)
                 self.tokenizer = AutoTokenizer.from_pretrained(
                     self._model_dir, local_files_only=True
@@ -210,7 +210,7 @@ class ColBERTEncoder:
 
         if kind not in ("query", "doc"):
             raise RankloopError(f"kind must be 'query' or 'doc', got {kind!r}")
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths per batch
         vec_parts: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
         id_parts: list[np.ndarray] = [np.zeros(0, np.int32)] * len(texts)
@@ -247,7 +247,7 @@ class ColBERTEncoder:
 
 def hub_available(model: str = "colbert-ir/colbertv2.0") -> bool:
     """Whether `model` is in the local HF cache or downloadable (used to skip network tests)."""
-    if _hub_cached(model) is not None:
+    if hub_cached(model) is not None:
         return True
     try:
         resolve_model(model)

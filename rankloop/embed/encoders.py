@@ -147,7 +147,7 @@ def _env_true(*names: str) -> bool:
     return any(os.environ.get(n, "").strip().lower() in _TRUE for n in names)
 
 
-def _hub_cached(repo_id: str) -> Path | None:
+def hub_cached(repo_id: str) -> Path | None:
     """The local snapshot directory of a hub model already in the Hugging Face cache."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
@@ -198,7 +198,7 @@ def resolve_model(model: str | None) -> tuple[str, Path | None]:
         return str(path.resolve()), path.resolve()
     candidates = [name] if "/" in name else [name, f"sentence-transformers/{name}"]
     for repo_id in candidates:
-        cached = _hub_cached(repo_id)
+        cached = hub_cached(repo_id)
         if cached is not None:
             return repo_id, cached
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
@@ -253,7 +253,8 @@ def model_fingerprint(name: str, model_dir: Path) -> str:
     return f"{name}@{h.hexdigest()[:16]}"
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """The texts as a list; a bare string (a common slip) raises instead of encoding characters."""
     if isinstance(texts, str):
         raise RankloopError("expected a sequence of strings, got a single str (wrap it in a list)")
     out = list(texts)
@@ -264,7 +265,7 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Hide transformers' per-load "Loading weights" bar; it is noise on every CLI call."""
     from transformers.utils import logging as hf_logging
 
@@ -334,7 +335,7 @@ class Encoder:
             raise RankloopError(f"device {device!r} requested but torch sees no CUDA GPU")
         source = str(self._model_dir) if self._model_dir is not None else self.name
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 st = SentenceTransformer(
                     source, device=device, local_files_only=self._model_dir is not None
                 )
@@ -345,7 +346,7 @@ class Encoder:
         if self._max_length is not None:
             st.max_seq_length = self._max_length
         if self._model_dir is None:  # downloaded just now: fingerprint the cached snapshot
-            self._model_dir = _hub_cached(self.name)
+            self._model_dir = hub_cached(self.name)
         return st
 
     @property
@@ -382,7 +383,7 @@ class Encoder:
 
     # -- sentence embeddings ----------------------------------------------------------------
     def _encode(self, texts: Sequence[str], kind: Kind) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         st = self.model
@@ -453,7 +454,7 @@ class Encoder:
         """
         if kind not in ("query", "doc"):
             raise RankloopError(f"kind must be 'query' or 'doc', got {kind!r}")
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         st = self.model
         fn = st.encode_query if kind == "query" else st.encode_document
         special = None if keep_special else self._special_ids()
