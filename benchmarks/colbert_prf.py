@@ -27,16 +27,15 @@ from _machine import write_result
 
 from rankloop.data import load
 from rankloop.embed.encoders import Encoder
-from rankloop.embed.multivector import MultiVectorIndex
 from rankloop.eval import compare
 from rankloop.prf.colbert_prf import ColBERTPRF
+from rankloop.retrieval.base import META_FILE
 from rankloop.retrieval.dense import DenseRetriever
 from rankloop.retrieval.multivector import MultiVectorRetriever
 
 MEASURES = ["ndcg_cut_10", "map", "recall_100"]
 K = 1000
 CANDIDATES_PER_TOKEN = 100
-BUILD_CHUNK = 256
 
 
 def _cache_root() -> Path:
@@ -51,19 +50,12 @@ def build_or_load(dataset: str, factory: str = "Flat") -> MultiVectorRetriever:
     slug = factory.replace(",", "_")
     fp = encoder.fingerprint.split("@")[1]
     path = _cache_root() / f"multivector-{fp}-{slug}-{data.corpus.checksum()[:20]}"
-    if (path / "meta.json").is_file():
+    if (path / META_FILE).is_file():
         return MultiVectorRetriever.load(path, encoder=encoder)
-    # Built here chunk by chunk (not `MultiVectorRetriever.build`) to print progress: the token
-    # pass over the corpus is the slow step on a small CPU.
-    index = MultiVectorIndex(encoder.dim, factory=factory)
-    texts, ids = data.corpus.doc_texts(), data.corpus.ids
     t0 = time.perf_counter()
-    for start in range(0, len(ids), BUILD_CHUNK):
-        tokens = encoder.encode_tokens(texts[start : start + BUILD_CHUNK], kind="doc")
-        index.add(ids[start : start + BUILD_CHUNK], tokens)
-        done = min(start + BUILD_CHUNK, len(ids))
-        print(f"  token index: {done}/{len(ids)} docs, {time.perf_counter() - t0:.0f}s", flush=True)
-    MultiVectorRetriever(encoder, index).save(path)
+    built = MultiVectorRetriever.build(data.corpus, encoder, factory=factory)
+    print(f"  token index: {len(data.corpus)} docs in {time.perf_counter() - t0:.0f}s", flush=True)
+    built.save(path)
     return MultiVectorRetriever.load(path, encoder=encoder)  # memory-mapped from now on
 
 
