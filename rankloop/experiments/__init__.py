@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import platform
 import sys
@@ -54,8 +55,10 @@ _ENV_PACKAGES = (
 )
 
 
-def read_yaml_config(path: str | Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML config file; any problem is a ConfigError naming the file."""
+def read_yaml_config(path: str | Path, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file; any problem is a ConfigError naming the file.
+
+    `allow_empty`: an empty file means "all defaults" ({}) instead of an error."""
     p = Path(path)
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -63,6 +66,8 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    if raw is None and allow_empty:
+        return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level, got {type(raw).__name__}")
     return raw
@@ -86,3 +91,15 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
     if device is not None:
         info["torch_device"] = device
     return info
+
+
+def write_run_record(out: Path, config: dict[str, Any], environment: dict[str, Any]) -> None:
+    """Write `config.yaml` (the resolved config) and `environment.json` into `out`: what every
+    experiment's output folder starts with, so a result can be traced to how it was made."""
+    from rankloop.io import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "config.yaml") as fh:
+        yaml.safe_dump(config, fh, sort_keys=False, allow_unicode=True)
+    with atomic_write(out / "environment.json") as fh:
+        json.dump(environment, fh, indent=2)

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.metadata
 import json
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from rankloop.errors import ConfigError, RankloopError
+from rankloop.experiments import environment_info, read_yaml_config, write_run_record
 from rankloop.io import atomic_write
 
 VECTOR_KINDS = ("average", "rocchio", "lol")
@@ -124,14 +122,7 @@ class PRFConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PRFConfig:
-        p = Path(path)
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise RankloopError(f"cannot read config {p}: {e}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML ({e})") from None
-        return cls.from_dict(raw or {}, str(p))
+        return cls.from_dict(read_yaml_config(path, allow_empty=True), str(path))
 
 
 # ---- building blocks -----------------------------------------------------------------------
@@ -349,16 +340,6 @@ class PRFResult:
     environment: dict[str, Any]
 
 
-def _environment() -> dict[str, Any]:
-    versions = {}
-    for pkg in ("rankloop", "numpy", "torch", "faiss-cpu", "sentence-transformers", "pyserini"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {"platform": platform.platform(), "python": sys.version.split()[0], "versions": versions}
-
-
 def run_method(
     spec: dict[str, Any],
     setting: _Setting,
@@ -438,7 +419,7 @@ def run_prf(config: PRFConfig, *, verbose: bool = True) -> PRFResult:
             run = run_method(spec, setting, config.k, runs, models, depth=d)
             sweep[name][d] = evaluate(setting.data.qrels, run, ["ndcg_cut_10"])["ndcg_cut_10"]
     timing["total_s"] = round(time.perf_counter() - t_start, 1)
-    return PRFResult(config, runs, table, sweep, timing, _environment())
+    return PRFResult(config, runs, table, sweep, timing, environment_info())
 
 
 def plot_sweep(result: PRFResult, path: Path) -> None:
@@ -466,10 +447,7 @@ def write_outputs(result: PRFResult, out: str | Path) -> Path:
 
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "config.yaml") as fh:
-        yaml.safe_dump(asdict(result.config), fh, sort_keys=False)
-    with atomic_write(out / "environment.json") as fh:
-        json.dump(result.environment, fh, indent=2)
+    write_run_record(out, asdict(result.config), result.environment)
     result.table.to_markdown(out / "table.md")
     doc = json.loads(result.table.to_json())
     doc["sweep_ndcg_cut_10"] = {

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from rankloop.errors import ConfigError, RankloopError
-from rankloop.experiments import environment_info, read_yaml_config
+from rankloop.experiments import environment_info, read_yaml_config, write_run_record
 from rankloop.io import atomic_write
 from rankloop.recsys.interactions import Interactions
 
@@ -596,12 +595,7 @@ def plot_buckets(result: RecsysResult, path: Path) -> None:
 def write_outputs(result: RecsysResult, out: str | Path) -> Path:
     """Write config, environment, table (md, csv), per-seed JSON, metrics JSON and the PNG under `out`."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = asdict(result.config)
-    with atomic_write(out / "config.yaml") as fh:
-        yaml.safe_dump(cfg, fh, sort_keys=False)
-    with atomic_write(out / "environment.json") as fh:
-        json.dump(result.environment, fh, indent=2)
+    write_run_record(out, asdict(result.config), result.environment)
     with atomic_write(out / "results.md") as fh:
         fh.write(
             f"# {result.config.name}\n\n{result.table_markdown()}\n\nProtocol:\n{result.protocol_text()}\n"

@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from rankloop.errors import ConfigError, RankloopError
-from rankloop.experiments import environment_info, read_yaml_config
+from rankloop.experiments import environment_info, read_yaml_config, write_run_record
 from rankloop.io import atomic_write
 from rankloop.rerank.ltr.features import LtrData, build_features, concat_ltr
 
@@ -762,11 +761,7 @@ def plot_curves(result: UltrResult, path: str | Path) -> Path:
 def write_outputs(result: UltrResult, out: str | Path) -> Path:
     """Write config, environment, table (md, csv), per-seed and summary JSON and the PNG."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "config.yaml") as fh:
-        yaml.safe_dump(asdict(result.config), fh, sort_keys=False, allow_unicode=True)
-    with atomic_write(out / "environment.json") as fh:
-        json.dump(result.environment, fh, indent=2)
+    write_run_record(out, asdict(result.config), result.environment)
     with atomic_write(out / "results.md") as fh:
         fh.write(f"# {result.config.name}\n\n{result.table_markdown()}\n")
     with atomic_write(out / "results.csv") as fh:

@@ -24,6 +24,16 @@ from rankloop.errors import ConfigError, RankloopError
 SM_MAX_REPEATS = 8
 
 
+def _check_linear(n_features: int, alpha: float, reg: float) -> None:
+    """Validate the hyper-parameters every linear policy shares (context size, width, ridge)."""
+    if not isinstance(n_features, int | np.integer) or n_features < 1:
+        raise ConfigError(f"n_features must be a positive int, got {n_features!r}")
+    if reg <= 0:
+        raise ConfigError(f"reg must be > 0, got {reg}")
+    if alpha < 0:
+        raise ConfigError(f"alpha must be >= 0, got {alpha}")
+
+
 def sherman_morrison(a_inv: np.ndarray, arms: np.ndarray, x: np.ndarray) -> None:
     """In place: `a_inv[arms] <- (A + x xᵀ)^-1` for distinct `arms`, x of shape (len(arms), d)."""
     m = a_inv[arms]
@@ -122,12 +132,7 @@ class RidgeArms(Policy):
         random_state: int = 0,
         tie_break: str = "random",
     ) -> None:
-        if not isinstance(n_features, int | np.integer) or n_features < 1:
-            raise ConfigError(f"n_features must be a positive int, got {n_features!r}")
-        if reg <= 0:
-            raise ConfigError(f"reg must be > 0, got {reg}")
-        if alpha < 0:
-            raise ConfigError(f"alpha must be >= 0, got {alpha}")
+        _check_linear(n_features, alpha, reg)
         super().__init__(
             n_arms, batch_size=batch_size, random_state=random_state, tie_break=tie_break
         )
@@ -234,10 +239,7 @@ class HybridLinUCB(Policy):
             raise ConfigError(f"arm_features must be (n_arms={n_arms}, p), got shape {f.shape}")
         if not np.isfinite(f).all():
             raise ConfigError("arm_features contain NaN or infinity")
-        if not isinstance(n_features, int | np.integer) or n_features < 1:
-            raise ConfigError(f"n_features must be a positive int, got {n_features!r}")
-        if reg <= 0 or alpha < 0:
-            raise ConfigError(f"need reg > 0 and alpha >= 0, got reg={reg}, alpha={alpha}")
+        _check_linear(n_features, alpha, reg)
         super().__init__(
             n_arms, batch_size=batch_size, random_state=random_state, tie_break=tie_break
         )
@@ -347,10 +349,7 @@ class DiagLinUCB(Policy):
         random_state: int = 0,
         tie_break: str = "random",
     ) -> None:
-        if not isinstance(n_features, int | np.integer) or n_features < 1:
-            raise ConfigError(f"n_features must be a positive int, got {n_features!r}")
-        if reg <= 0 or alpha < 0:
-            raise ConfigError(f"need reg > 0 and alpha >= 0, got reg={reg}, alpha={alpha}")
+        _check_linear(n_features, alpha, reg)
         super().__init__(
             n_arms, batch_size=batch_size, random_state=random_state, tie_break=tie_break
         )
