@@ -107,6 +107,21 @@ def _weights(
     return w if max_weight is None else np.minimum(w, max_weight)
 
 
+def _ips_weights(
+    reward: np.ndarray,
+    action: np.ndarray,
+    pscore: np.ndarray,
+    pi_e: np.ndarray,
+    max_weight: float | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated rewards and importance weights `π_e(a_i|x_i) / π_b(a_i|x_i)` (IPS and SNIPS)."""
+    r = _vec(reward, None, "reward")
+    n = len(r)
+    pi_e = _dist(pi_e, n, "pi_e")
+    w = _weights(_actions(action, n, pi_e.shape[1]), _pscore(pscore, n), pi_e, max_weight)
+    return r, w
+
+
 def replay_terms(reward: np.ndarray, action: np.ndarray, eval_action: np.ndarray) -> Terms:
     """Replay (Li et al., WSDM 2011): mean reward over the rounds where the evaluation policy's
     action (sampled for a stochastic policy) equals the logged one. Unbiased for uniformly
@@ -126,11 +141,8 @@ def ips_terms(
     max_weight: float | None = None,
 ) -> Terms:
     """IPS: `w_i r_i` with `w_i = π_e(a_i|x_i) / π_b(a_i|x_i)` (clipped at `max_weight`)."""
-    r = _vec(reward, None, "reward")
-    n = len(r)
-    pi_e = _dist(pi_e, n, "pi_e")
-    w = _weights(_actions(action, n, pi_e.shape[1]), _pscore(pscore, n), pi_e, max_weight)
-    return w * r, np.ones(n)
+    r, w = _ips_weights(reward, action, pscore, pi_e, max_weight)
+    return w * r, np.ones(len(r))
 
 
 def snips_terms(
@@ -142,10 +154,7 @@ def snips_terms(
     max_weight: float | None = None,
 ) -> Terms:
     """Self-normalised IPS: `Σ w_i r_i / Σ w_i`."""
-    r = _vec(reward, None, "reward")
-    n = len(r)
-    pi_e = _dist(pi_e, n, "pi_e")
-    w = _weights(_actions(action, n, pi_e.shape[1]), _pscore(pscore, n), pi_e, max_weight)
+    r, w = _ips_weights(reward, action, pscore, pi_e, max_weight)
     return w * r, w
 
 
