@@ -31,8 +31,13 @@ class BeirDataset:
     split: str | None = None
 
 
-def _iter_json_objects(path: PathLike) -> Iterator[tuple[int, dict, str]]:
-    """(line number, decoded object, raw line) for every non-blank line; non-objects raise."""
+def iter_json_objects(
+    path: PathLike, record: str = "JSON record"
+) -> Iterator[tuple[int, dict, str]]:
+    """(line number, decoded object, raw line) for every non-blank line of a JSONL file.
+
+    A line that is not a JSON object, or a file without any (`record` names what is missing),
+    raises FormatError; shared by every JSONL reader (BEIR corpora and queries, click logs)."""
     count = 0
     for lineno, line in _iter_lines(path):
         if not line.strip():
@@ -47,7 +52,7 @@ def _iter_json_objects(path: PathLike) -> Iterator[tuple[int, dict, str]]:
         yield lineno, obj, line
     if not count:
         raise FormatError(
-            path, None, "at least one JSON record (an empty file is an error)", "no records"
+            path, None, f"at least one {record} (an empty file is an error)", "no records"
         )
 
 
@@ -86,7 +91,7 @@ def read_corpus_jsonl(path: PathLike, name: str | None = None) -> Corpus:
     titles: list[str] = []
     texts: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, obj, line in _iter_json_objects(path):
+    for lineno, obj, line in iter_json_objects(path):
         ids.append(_get_id(obj, path, lineno, line, seen))
         titles.append(_get_str(obj, "title", path, lineno, line, required=False))
         texts.append(_get_str(obj, "text", path, lineno, line, required=True))
@@ -98,7 +103,7 @@ def read_queries_jsonl(path: PathLike, name: str | None = None) -> Queries:
     ids: list[str] = []
     texts: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, obj, line in _iter_json_objects(path):
+    for lineno, obj, line in iter_json_objects(path):
         ids.append(_get_id(obj, path, lineno, line, seen))
         texts.append(_get_str(obj, "text", path, lineno, line, required=True))
     return Queries(ids, texts, name if name is not None else _stem(path))

@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 
+from rankloop.data.beir import iter_json_objects
 from rankloop.data.trec import _iter_lines
 from rankloop.errors import DataNotAvailableError, FormatError, RankloopError
 from rankloop.io import atomic_write
@@ -449,15 +450,7 @@ def read_jsonl(path: PathLike, name: str | None = None) -> ClickLog:
     clicked: list[list[int]] = []
     stamps: list[float | None] = []
     dwells: list[list[float | None]] = []
-    for lineno, line in _iter_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError) as e:
-            raise FormatError(path, lineno, f"one JSON object per line ({e})", line) from None
-        if not isinstance(obj, dict):
-            raise FormatError(path, lineno, "a JSON object", line)
+    for lineno, obj, line in iter_json_objects(path, record="session"):
         query, docs, clicks = obj.get("query"), obj.get("docs"), obj.get("clicks")
         if isinstance(query, int) and not isinstance(query, bool):
             query = str(query)
@@ -497,10 +490,6 @@ def read_jsonl(path: PathLike, name: str | None = None) -> ClickLog:
         clicked.append(positions)
         stamps.append(None if ts is None else float(ts))
         dwells.append([None if v is None else float(v) for v in dwell])
-    if not rankings:
-        raise FormatError(
-            path, None, "at least one session (an empty file is an error)", "no records"
-        )
     return _finish(
         queries, rankings, clicked, stamps, dwells, name or Path(path).name, "jsonl", path
     )
