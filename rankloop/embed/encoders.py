@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from rankloop.embed.gpu import default_device
 from rankloop.errors import ConfigError, ModelNotAvailableError, RankloopError
-from rankloop.io import atomic_write
+from rankloop.io import atomic_write, file_sha256
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -231,11 +231,7 @@ def _file_digest(path: Path) -> str:
     st = real.stat()
     key = (str(real), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(real, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
+        _DIGESTS[key] = file_sha256(real)
     return _DIGESTS[key]
 
 

@@ -12,7 +12,6 @@ normalised ones), and the negated squared L2 distance for "l2".
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import numpy as np
 
 from rankloop.embed.gpu import gpu_available, num_gpus
 from rankloop.errors import ConfigError, IndexCorruptError, RankloopError
-from rankloop.io import atomic_dir
+from rankloop.io import atomic_dir, file_sha256
 
 FORMAT = "rankloop.VectorIndex/1"
 METRICS = {
@@ -48,14 +47,6 @@ _REFINE_ROWS = 1 << 14  # candidate vectors gathered per block by exact re-ranki
 
 
 # -- on-disk helpers shared with MultiVectorIndex ----------------------------------------------
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_records(directory: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Size and SHA-256 of each file, recorded in meta.json so `load` can detect damage."""
     return {
