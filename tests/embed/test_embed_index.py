@@ -60,6 +60,31 @@ def test_flat_search_equals_numpy_brute_force(data, metric):
     assert len(index) == index.ntotal == N and index.dim == DIM and index.metric == metric
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_batched_blas_search_matches_single_queries_and_restores_faiss_state(data, metric):
+    """A batch of >= BLAS_MIN_QUERIES queries goes through FAISS's BLAS path; single queries
+    through its SIMD loop. Both give the same ranking, and FAISS's threshold is left as it was."""
+    ids, x, q = data
+    assert len(q) >= index_mod.BLAS_MIN_QUERIES
+    index = VectorIndex(DIM, "Flat", metric=metric)
+    index.add(ids, x)
+    before = faiss.cvar.distance_compute_blas_threshold
+    calls: list[int] = []
+    real = index._index.search
+
+    def spy(qq, k, **kw):
+        calls.append(faiss.cvar.distance_compute_blas_threshold)
+        return real(qq, k, **kw)
+
+    index._index.search = spy
+    batch_scores, batch_rows = index.search_rows(q, 10)
+    single = [index.search_rows(q[i : i + 1], 10) for i in range(len(q))]
+    assert calls[0] == len(q) * DIM and set(calls[1:]) == {before}
+    assert faiss.cvar.distance_compute_blas_threshold == before
+    np.testing.assert_array_equal(batch_rows, np.vstack([r for _, r in single]))
+    np.testing.assert_allclose(batch_scores, np.vstack([s for s, _ in single]), atol=1e-4)
+
+
 FACTORIES = [
     "Flat",
     "HNSW32",
