@@ -17,7 +17,6 @@ Writes benchmarks/results/colbert_prf.json.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,6 @@ from rankloop.data import load
 from rankloop.embed.encoders import Encoder
 from rankloop.eval import compare
 from rankloop.prf.colbert_prf import ColBERTPRF
-from rankloop.retrieval.base import META_FILE
 from rankloop.retrieval.dense import DenseRetriever
 from rankloop.retrieval.multivector import MultiVectorRetriever
 
@@ -38,33 +36,12 @@ K = 1000
 CANDIDATES_PER_TOKEN = 100
 
 
-def _cache_root() -> Path:
-    root = os.environ.get("RANKLOOP_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "rankloop") / "indexes"
-
-
-def build_or_load(dataset: str, factory: str = "Flat") -> MultiVectorRetriever:
-    """The MaxSim token index over `dataset`'s corpus, built once and cached on disk (atomic)."""
-    data = load(dataset, split="test")
-    encoder = Encoder()
-    slug = factory.replace(",", "_")
-    fp = encoder.fingerprint.split("@")[1]
-    path = _cache_root() / f"multivector-{fp}-{slug}-{data.corpus.checksum()[:20]}"
-    if (path / META_FILE).is_file():
-        return MultiVectorRetriever.load(path, encoder=encoder)
-    t0 = time.perf_counter()
-    built = MultiVectorRetriever.build(data.corpus, encoder, factory=factory)
-    print(f"  token index: {len(data.corpus)} docs in {time.perf_counter() - t0:.0f}s", flush=True)
-    built.save(path)
-    return MultiVectorRetriever.load(path, encoder=encoder)  # memory-mapped from now on
-
-
 def bench(dataset: str, factory: str) -> dict:
     """Every run on one data set: the comparison table, latencies and settings."""
     data = load(dataset, split="test")
     queries = data.queries.subset([q for q in data.queries.ids if q in data.qrels.data])
     t0 = time.perf_counter()
-    mv = build_or_load(dataset, factory)
+    mv = MultiVectorRetriever.cached(data.corpus, Encoder(), factory)
     t_index = time.perf_counter() - t0
     print(f"{dataset}: {mv.index!r} ready in {t_index:.0f}s", flush=True)
 

@@ -8,12 +8,11 @@ which owns the JVM set-up; this module only picks the feedback settings.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from rankloop.data.types import Corpus, Queries, Run
 from rankloop.errors import ConfigError
-from rankloop.retrieval.sparse import BM25Retriever
+from rankloop.retrieval.sparse import BM25Retriever, bm25_index_dir
 
 __all__ = ["RM3_DEFAULTS", "ROCCHIO_DEFAULTS", "bm25_index_dir", "open_bm25", "sparse_run"]
 
@@ -29,15 +28,6 @@ ROCCHIO_DEFAULTS: dict[str, Any] = {
     "gamma": 0.0,
 }
 FEEDBACK = ("none", "rm3", "rocchio")
-
-
-def bm25_index_dir(corpus: Corpus, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where the cached Lucene index of `corpus` lives."""
-    if cache_dir is None:
-        root = os.environ.get("RANKLOOP_CACHE")
-        base = Path(root).expanduser() if root else Path.home() / ".cache" / "rankloop"
-        cache_dir = base / "indexes"
-    return Path(cache_dir) / f"bm25-{corpus.checksum()[:20]}"
 
 
 def open_bm25(

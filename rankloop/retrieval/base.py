@@ -18,6 +18,12 @@ META_FORMAT = 1
 KINDS = ("dense", "bm25", "multivector")
 
 
+def index_cache_dir() -> Path:
+    """Where built indexes are cached: `$RANKLOOP_CACHE/indexes` (default ~/.cache/rankloop)."""
+    root = os.environ.get("RANKLOOP_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "rankloop") / "indexes"
+
+
 @runtime_checkable
 class Retriever(Protocol):
     """Anything that turns queries into a ranked `Run`."""

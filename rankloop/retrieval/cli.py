@@ -161,19 +161,12 @@ def _encoder(args: argparse.Namespace):  # -> Encoder
     )
 
 
-def _bm25_cache(corpus) -> Path:  # corpus: Corpus
-    """Where `run` keeps the BM25 index of a corpus, beside the embedding cache."""
-    from rankloop.embed.encoders import default_cache_dir
-
-    return default_cache_dir().parent / "indexes" / f"bm25-{corpus.checksum()[:20]}"
-
-
 def _open_bm25(corpus, args: argparse.Namespace):  # -> BM25Retriever
     """The cached BM25 index of `corpus`, built on first use."""
     from rankloop.retrieval.base import read_meta
-    from rankloop.retrieval.sparse import BM25Retriever
+    from rankloop.retrieval.sparse import BM25Retriever, bm25_index_dir
 
-    where = _bm25_cache(corpus)
+    where = bm25_index_dir(corpus)
     try:
         fresh = read_meta(where).get("corpus_checksum") == corpus.checksum()
     except RankloopError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,13 @@ from rankloop.embed.encoders import Encoder, TokenEmbeddings
 from rankloop.embed.multivector import MultiVectorIndex
 from rankloop.errors import RankloopError
 from rankloop.retrieval._encoded import EncodedIndexRetriever
-from rankloop.retrieval.base import check_k, ranked_to_dict, split_empty
+from rankloop.retrieval.base import (
+    META_FILE,
+    check_k,
+    index_cache_dir,
+    ranked_to_dict,
+    split_empty,
+)
 
 TOKENS_SUBDIR = "tokens"
 # Documents encoded per step while building: bounds peak memory. 1,024 made full SciFact crawl
@@ -43,6 +51,36 @@ class MultiVectorRetriever(EncodedIndexRetriever):
             tokens = encoder.encode_tokens(texts[start : start + _BUILD_CHUNK], kind="doc")
             index.add(corpus.ids[start : start + _BUILD_CHUNK], tokens)
         return cls(encoder, index)
+
+    @staticmethod
+    def cache_path(
+        corpus: Corpus,
+        encoder: Encoder,
+        factory: str = "Flat",
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> Path:
+        """Where `cached` keeps the token index of (`corpus`, `encoder`, `factory`)."""
+        base = index_cache_dir() if cache_dir is None else Path(cache_dir)
+        model = encoder.fingerprint.rsplit("@", 1)[-1]
+        slug = "".join(c if c.isalnum() else "_" for c in factory)
+        return base / f"multivector-{model}-{slug}-{corpus.checksum()[:20]}"
+
+    @classmethod
+    def cached(
+        cls,
+        corpus: Corpus,
+        encoder: Encoder | None = None,
+        factory: str = "Flat",
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> MultiVectorRetriever:
+        """The token index of `corpus`, built and saved (atomically) on first use, then loaded
+        memory-mapped. The cache key is the model's file hash, the factory and the corpus
+        checksum, so a changed model or corpus builds a new index."""
+        encoder = encoder if encoder is not None else Encoder()
+        path = cls.cache_path(corpus, encoder, factory, cache_dir)
+        if not (path / META_FILE).is_file():
+            cls.build(corpus, encoder, factory).save(path)
+        return cls.load(path, encoder=encoder)
 
     def search(
         self,

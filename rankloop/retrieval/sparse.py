@@ -23,6 +23,7 @@ from rankloop.retrieval import _java
 from rankloop.retrieval.base import (
     META_FILE,
     check_k,
+    index_cache_dir,
     ranked_to_dict,
     read_meta,
     split_empty,
@@ -30,6 +31,12 @@ from rankloop.retrieval.base import (
 )
 
 LUCENE_SUBDIR = "lucene"
+
+
+def bm25_index_dir(corpus: Corpus, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the cached Lucene index of `corpus` lives."""
+    base = index_cache_dir() if cache_dir is None else Path(cache_dir)
+    return base / f"bm25-{corpus.checksum()[:20]}"
 
 
 def _default_threads() -> int:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rankloop.data.types import Queries
+from rankloop.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -36,3 +37,50 @@ def test_maxsim_search_matches_exact(small, encoder, tmp_path: Path) -> None:
         queries, k=10, candidates_per_token=100_000
     )
     assert again.data == run.data
+
+
+def test_cached_builds_once_then_loads(small, encoder, tmp_path: Path, monkeypatch) -> None:
+    from rankloop.retrieval.multivector import MultiVectorRetriever
+
+    corpus, queries = small
+    first = MultiVectorRetriever.cached(corpus, encoder, cache_dir=tmp_path)
+    path = MultiVectorRetriever.cache_path(corpus, encoder, cache_dir=tmp_path)
+    assert path.parent == tmp_path and (path / "retriever.json").is_file()
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a cached index was rebuilt")
+
+    monkeypatch.setattr(MultiVectorRetriever, "build", no_build)
+    again = MultiVectorRetriever.cached(corpus, encoder, cache_dir=tmp_path)
+    assert again.search(queries, k=5).data == first.search(queries, k=5).data
+    other = MultiVectorRetriever.cache_path(corpus.head(24), encoder, cache_dir=tmp_path)
+    assert other != path  # a different corpus never reuses the index
+
+
+def test_prf_experiment_token_kinds(small, encoder) -> None:
+    """The PRF runner's `maxsim` and `colbert_prf` kinds: MaxSim first pass, then ColBERT-PRF
+    reranking that pass (same documents, re-scored) and at a swept feedback depth."""
+    from types import SimpleNamespace
+
+    from rankloop.experiments.prf import PRFConfig, run_method
+    from rankloop.retrieval.multivector import MultiVectorRetriever
+
+    corpus, queries = small
+    mv = MultiVectorRetriever.build(corpus, encoder)
+    setting = SimpleNamespace(queries=queries, multivector=lambda factory="Flat": mv)
+    methods = [
+        {"name": "maxsim", "kind": "maxsim", "candidates_per_token": 50},
+        {"name": "cprf", "kind": "colbert_prf", "mode": "reranker", "first_pass": "maxsim",
+         "n_clusters": 4, "fb_embs": 2},
+    ]  # fmt: skip
+    PRFConfig(methods=methods)  # validates
+    runs: dict = {}
+    for spec in methods:
+        runs[spec["name"]] = run_method(spec, setting, 10, runs, {})
+    assert runs["cprf"].name == "cprf"
+    for q in queries.ids:
+        assert set(runs["cprf"][q]) == set(runs["maxsim"][q]) and len(runs["maxsim"][q]) == 10
+    swept = run_method(methods[1], setting, 10, runs, {}, depth=1)
+    assert swept.meta["fb_docs"] == 1
+    with pytest.raises(ConfigError, match="first_pass"):
+        PRFConfig(methods=[{"name": "c", "kind": "colbert_prf", "first_pass": "maxsim"}])
