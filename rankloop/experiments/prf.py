@@ -10,7 +10,14 @@ Method kinds (YAML `methods:` entries, each with a unique `name`):
 - `rocchio`     `alpha`, `beta`, `gamma`, `k`, `bottom_k`, `depth`;
 - `lol`         a trained LoL reformulator (`lambda_cr`, `train_dataset`, other LoLConfig keys);
 - `sparse`      BM25 with `feedback` none / rm3 / rocchio (pyserini) and `params`;
-- `fusion`      `runs` (names of earlier methods, or "dense"), `method`, `norm`, `weights`.
+- `fusion`      `runs` (names of earlier methods, or "dense"), `method`, `norm`, `weights`;
+- `maxsim`      the late-interaction (MaxSim) first pass over the MiniLM token index
+                (`factory`, `candidates_per_token`);
+- `colbert_prf` ColBERT-PRF (`mode` ranker / reranker, `first_pass`: an earlier run or "dense",
+                and `fb_docs`, `n_clusters`, `fb_embs`, `beta`, `k_nearest`,
+                `candidates_per_token`, `factory`).
+The two token-index kinds are not in the defaults: the token index of a corpus takes ~13 min
+to build on 2 CPU cores (then it is cached), and each run ~1 s per query on that CPU.
 Vector methods take `feedback` (where the feedback docs come from: dense, bm25 or rm3, i.e.
 the dense first pass or a BM25 / BM25+RM3 first pass) and `iterations` (multi-round VPRF).
 Any method may set `reference: true`: a peer configuration (e.g. pyserini's settings), reported
@@ -35,7 +42,10 @@ from rankloop.experiments import environment_info, read_yaml_config, write_run_r
 from rankloop.io import atomic_write
 
 VECTOR_KINDS = ("average", "rocchio", "lol")
-KINDS = (*VECTOR_KINDS, "sparse", "fusion")
+TOKEN_KINDS = ("maxsim", "colbert_prf")
+KINDS = (*VECTOR_KINDS, "sparse", "fusion", *TOKEN_KINDS)
+_COLBERT_KEYS = ("fb_docs", "n_clusters", "fb_embs", "beta", "k_nearest", "mode",
+                 "candidates_per_token", "random_state")  # fmt: skip
 FEEDBACK_SOURCES = ("dense", "bm25", "rm3")
 MEASURES = ["ndcg_cut_10", "map", "recall_100", "recall_1000"]
 BASELINE = "dense"
@@ -62,6 +72,14 @@ DEFAULT_METHODS: list[dict[str, Any]] = [
     {"name": "hybrid:dense+bm25", "kind": "fusion", "runs": ["dense", "bm25"], "method": "combsum", "norm": "zscore"},
     {"name": "hybrid:rocchio-bm25fb+rm3", "kind": "fusion", "runs": ["rocchio-bm25fb", "bm25+rm3"], "method": "combsum", "norm": "zscore", "weights": [2, 1]},
 ]  # fmt: skip
+
+# Opt-in (`rankloop experiment prf --colbert`): the MaxSim first pass over the MiniLM token index
+# and ColBERT-PRF (the paper's defaults: 3 feedback docs, 24 clusters, 10 expansion embeddings,
+# β = 1) re-ranking it.
+COLBERT_METHODS: list[dict[str, Any]] = [
+    {"name": "maxsim", "kind": "maxsim"},
+    {"name": "colbert-prf", "kind": "colbert_prf", "mode": "reranker", "first_pass": "maxsim"},
+]
 
 
 @dataclass
@@ -108,6 +126,10 @@ class PRFConfig:
                     raise ConfigError(
                         f"method {m['name']!r}: fusion needs >= 2 earlier runs, unknown {missing}"
                     )
+            if m["kind"] == "colbert_prf" and m.get("first_pass", BASELINE) not in seen:
+                raise ConfigError(
+                    f"method {m['name']!r}: first_pass {m['first_pass']!r} is not an earlier run"
+                )
             seen.add(m["name"])
 
     @classmethod
@@ -157,6 +179,19 @@ class _Setting:
             verbose,
         )
         self._sparse: dict[tuple[str, int], Any] = {}
+        self._tokens: dict[str, Any] = {}
+
+    def multivector(self, factory: str = "Flat"):  # -> MultiVectorRetriever
+        """The corpus's MaxSim token index (same encoder), from the index cache or built once."""
+        from rankloop.retrieval.multivector import MultiVectorRetriever
+
+        if factory not in self._tokens:
+            t0 = time.perf_counter()
+            self._tokens[factory] = MultiVectorRetriever.cached(
+                self.data.corpus, self.encoder, factory
+            )
+            _log(f"{self.name}: token index ready in {time.perf_counter() - t0:.1f}s", self.verbose)
+        return self._tokens[factory]
 
     def restricted(self, positions: np.ndarray) -> _Setting:
         """A copy that holds only the queries at `positions` (same index and encoder)."""
@@ -366,6 +401,8 @@ def run_method(
             weights=spec.get("weights"),
             name=name,
         ).top_k(k)
+    if kind in TOKEN_KINDS:
+        return _token_run(spec, setting, k, runs, depth)
     reform = _reformulator(spec, depth, models.get(name))
     prf = VectorPRF(setting.index, reform, iterations=int(spec.get("iterations", 1)))
     first = setting.first_feedback(spec.get("feedback", "dense"), prf.fb_depth)
@@ -373,6 +410,23 @@ def run_method(
     from rankloop.prf.rocchio import run_from_rows
 
     return run_from_rows(setting.index, setting.queries.ids, scores, rows, name)
+
+
+def _token_run(spec: dict[str, Any], setting: _Setting, k: int, runs: dict[str, Any],
+               depth: int | None):  # fmt: skip
+    """A `maxsim` or `colbert_prf` run over the setting's token index."""
+    from rankloop.prf.colbert_prf import ColBERTPRF
+
+    mv = setting.multivector(spec.get("factory", "Flat"))
+    cpt = int(spec.get("candidates_per_token", 100))
+    if spec["kind"] == "maxsim":
+        return mv.search(setting.queries, k, candidates_per_token=cpt).with_name(spec["name"])
+    params = {key: spec[key] for key in _COLBERT_KEYS if key in spec}
+    if depth is not None:
+        params["fb_docs"] = depth
+    prf = ColBERTPRF(**params)
+    first = runs[spec.get("first_pass", BASELINE)]
+    return prf.run(mv, setting.queries, first, k=k).with_name(spec["name"])
 
 
 def run_prf(config: PRFConfig, *, verbose: bool = True) -> PRFResult:

@@ -47,6 +47,8 @@ def test_cli_registers_under_experiment() -> None:
     register(sub)
     args = parser.parse_args(["experiment", "prf", "--dataset", "nfcorpus", "--no-sweep"])
     assert args.dataset == "nfcorpus" and args.no_sweep and callable(args.func)
+    assert not args.colbert
+    assert parser.parse_args(["experiment", "prf", "--colbert"]).colbert
 
 
 @pytest.mark.slow
