@@ -4,12 +4,15 @@ pyserini's dense vector PRF on the same index as the peer (numbers and latency).
     RANKLOOP_DATA=../shared/data .venv/bin/python benchmarks/prf_beir.py [--datasets scifact nfcorpus]
 
 Per data set it runs `rankloop.experiments.prf` (default methods, plus the LoL ablation
-λ_cr = 0 and a zero-shot LoL trained on the other data set), adds pyserini's
+λ_cr = 0, a zero-shot LoL trained on the other data set, and, unless `--no-colbert`, the MaxSim
+first pass over MiniLM token vectors with ColBERT-PRF re-ranking it), adds pyserini's
 `DenseVectorAveragePrf` / `DenseVectorRocchioPrf` runs (per query, through `FaissSearcher` on a
 copy of the same FAISS index), checks that rankloop's batched runs match them to 1e-4 nDCG@10,
 and times the PRF stage per query for both, measured the same way: feedback search (top-k with
-vectors) + reformulation + final k=1000 search, best of 3 passes. It also times rankloop's
-stage when it reuses the first-pass rows (no feedback search), reported separately.
+vectors) + reformulation + final k=1000 search, best of 3 passes, each library's output as its
+API returns it (pyserini: hit objects; rankloop: score and row arrays). It also times rankloop's
+stage when it reuses the first-pass rows (no feedback search), and both stages including the
+conversion of their output into a {qid: {docid: score}} run, reported separately.
 Rows marked `reference` in `DEFAULT_METHODS` (pyserini's PRF settings, BM25+RM3/Rocchio with
 pyserini's parameters) are peer rows, not rankloop defaults. A separate table runs Counterfactual
 Rocchio in the seen-query protocol (PBM η = 1 clicks through `rankloop.clicks`).
@@ -35,7 +38,13 @@ from _machine import write_result
 
 from rankloop.data.types import Run
 from rankloop.eval import compare, evaluate
-from rankloop.experiments.prf import DEFAULT_METHODS, PRFConfig, run_prf, write_outputs
+from rankloop.experiments.prf import (
+    COLBERT_METHODS,
+    DEFAULT_METHODS,
+    PRFConfig,
+    run_prf,
+    write_outputs,
+)
 from rankloop.prf.counterfactual import seen_query_runs
 from rankloop.prf.rocchio import (
     Rocchio,
@@ -58,12 +67,16 @@ SWEEP = ("pyserini-ref:avg-k3", "pyserini-ref:rocchio-k5", "rocchio", "rocchio-b
          "bm25+rm3")  # fmt: skip
 CLICK_SESSIONS_PER_QUERY = 10
 REFERENCE = {m["name"] for m in DEFAULT_METHODS if m.get("reference")}
-DEFAULTS = {m["name"] for m in DEFAULT_METHODS if not m.get("reference")}
+# The token-index methods are opt-in in the runner (a ~13 min index build per corpus) but are
+# run here; ColBERT-PRF's default configuration counts among the defaults that must not lose.
+# "maxsim" is a first pass without feedback, so it is neither a PRF method nor a pipeline.
+NO_FEEDBACK = {"bm25", "maxsim"}
+DEFAULTS = {m["name"] for m in DEFAULT_METHODS if not m.get("reference")} | {"colbert-prf"}
 OTHER = {"scifact": "nfcorpus", "nfcorpus": "scifact"}
 
 
-def _methods(dataset: str, max_train: int) -> list[dict]:
-    methods = copy.deepcopy(DEFAULT_METHODS)
+def _methods(dataset: str, max_train: int, colbert: bool) -> list[dict]:
+    methods = copy.deepcopy(DEFAULT_METHODS) + (copy.deepcopy(COLBERT_METHODS) if colbert else [])
     for m in methods:
         if m["kind"] == "lol":
             m["max_train_queries"] = max_train
@@ -77,11 +90,12 @@ def _methods(dataset: str, max_train: int) -> list[dict]:
 
 
 def _pyserini_peer(index, qvecs: np.ndarray, qids: list[str], threads: int, repeats: int = 3):
-    """pyserini's per-query dense PRF on a copy of `index`: runs and PRF-stage seconds."""
+    """pyserini's per-query dense PRF on a copy of `index`: runs, PRF-stage seconds (its API
+    calls: feedback search, `get_prf_q_emb`, final search) and seconds to turn hits into a run."""
     _java.lucene()  # pyserini.search.faiss imports Lucene: start the JVM the rankloop way
     from pyserini.search.faiss import DenseVectorAveragePrf, DenseVectorRocchioPrf, FaissSearcher
 
-    runs, seconds = {}, {}
+    runs, seconds, to_run = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="rankloop-pyserini-") as tmp:
         faiss.write_index(index.faiss_index, str(Path(tmp) / "index"))
         (Path(tmp) / "docid").write_text("\n".join(index.ids) + "\n", encoding="utf-8")
@@ -91,34 +105,42 @@ def _pyserini_peer(index, qvecs: np.ndarray, qids: list[str], threads: int, repe
                 rule, depth = DenseVectorAveragePrf(), spec[1]
             else:
                 rule, depth = DenseVectorRocchioPrf(spec[2], spec[3], 0.0, spec[1], 0), spec[1]
-            best = np.inf
+            best = best_run = np.inf
             for _ in range(repeats):
-                data = {}
                 t0 = time.perf_counter()
-                for qid, q in zip(qids, qvecs):
+                all_hits = []
+                for q in qvecs:
                     emb, cands = searcher.search(
                         q[None, :], k=depth, threads=threads, return_vector=True
                     )
                     new_q = rule.get_prf_q_emb(emb[0], cands)
-                    hits = searcher.search(
-                        np.asarray(new_q, np.float32)[None, :], k=K, threads=threads
+                    all_hits.append(
+                        searcher.search(
+                            np.asarray(new_q, np.float32)[None, :], k=K, threads=threads
+                        )
                     )
-                    data[qid] = {h.docid: float(h.score) for h in hits}
                 best = min(best, time.perf_counter() - t0)
-            seconds[name] = best
+                t0 = time.perf_counter()
+                data = {
+                    qid: {h.docid: float(h.score) for h in hits}
+                    for qid, hits in zip(qids, all_hits)
+                }
+                best_run = min(best_run, time.perf_counter() - t0)
+            seconds[name], to_run[name] = best, best_run
             runs[f"pyserini:{name}"] = Run(data, f"pyserini:{name}")
     faiss.omp_set_num_threads(threads)  # FaissSearcher.search set it process-wide
-    return runs, seconds
+    return runs, seconds, to_run
 
 
 def _rankloop_peer(index, qvecs: np.ndarray, qids: list[str], repeats: int = 3):
-    """Batched PRF runs, PRF-stage seconds (feedback search included) and the seconds when the
-    first-pass rows are reused (gather + reformulate + final search only)."""
-    runs, seconds, reuse = {}, {}, {}
+    """Batched PRF runs, PRF-stage seconds (feedback search included), the seconds when the
+    first-pass rows are reused (gather + reformulate + final search only), and the seconds to
+    turn the (scores, rows) arrays into a `Run`."""
+    runs, seconds, reuse, to_run = {}, {}, {}, {}
     _, first_rows = index.search_rows(qvecs, K)  # the first pass, as the pipeline has it
     for name, (reform, _) in PEER.items():
         prf = VectorPRF(index, reform)
-        best = best_reuse = np.inf
+        best = best_reuse = best_run = np.inf
         for _ in range(repeats):
             t0 = time.perf_counter()
             scores, rows = prf.search_vectors(qvecs, K)
@@ -129,14 +151,16 @@ def _rankloop_peer(index, qvecs: np.ndarray, qids: list[str], repeats: int = 3):
             best_reuse = min(best_reuse, time.perf_counter() - t0)
             if not np.array_equal(again[1], rows):
                 raise RuntimeError(f"{name}: first-pass reuse changed the ranking")
-        seconds[name], reuse[name] = best, best_reuse
-        runs[name] = run_from_rows(index, qids, scores, rows, name)
-    return runs, seconds, reuse
+            t0 = time.perf_counter()
+            runs[name] = run_from_rows(index, qids, scores, rows, name)
+            best_run = min(best_run, time.perf_counter() - t0)
+        seconds[name], reuse[name], to_run[name] = best, best_reuse, best_run
+    return runs, seconds, reuse, to_run
 
 
-def run_dataset(dataset: str, max_train: int, threads: int) -> dict:
+def run_dataset(dataset: str, max_train: int, threads: int, colbert: bool) -> dict:
     config = PRFConfig(
-        dataset=dataset, out=f"results/prf/{dataset}", methods=_methods(dataset, max_train)
+        dataset=dataset, out=f"results/prf/{dataset}", methods=_methods(dataset, max_train, colbert)
     )
     config.sweep = [m["name"] for m in config.methods if m["name"] in SWEEP]
     result = run_prf(config)
@@ -146,8 +170,8 @@ def run_dataset(dataset: str, max_train: int, threads: int) -> dict:
     setting = _Setting(config, dataset, "test", verbose=False)
     qids = setting.queries.ids
     faiss.omp_set_num_threads(threads)
-    ours, our_s, reuse_s = _rankloop_peer(setting.index, setting.qvecs, qids)
-    theirs, their_s = _pyserini_peer(setting.index, setting.qvecs, qids, threads)
+    ours, our_s, reuse_s, our_run_s = _rankloop_peer(setting.index, setting.qvecs, qids)
+    theirs, their_s, their_run_s = _pyserini_peer(setting.index, setting.qvecs, qids, threads)
     qrels = setting.data.qrels
     check = {}
     for name in PEER:
@@ -163,6 +187,12 @@ def run_dataset(dataset: str, max_train: int, threads: int) -> dict:
             "speedup": their_s[name] / our_s[name],
             "rankloop_reuse_first_pass_ms_per_query": 1000 * reuse_s[name] / len(qids),
             "speedup_reuse_first_pass": their_s[name] / reuse_s[name],
+            "rankloop_with_run_ms_per_query": 1000 * (our_s[name] + our_run_s[name]) / len(qids),
+            "pyserini_with_run_ms_per_query": 1000
+            * (their_s[name] + their_run_s[name])
+            / len(qids),
+            "speedup_with_run": (their_s[name] + their_run_s[name])
+            / (our_s[name] + our_run_s[name]),
         }
     runs = dict(result.runs) | theirs
     table = compare(runs, qrels, MEASURES, baseline="dense", test="t")
@@ -191,7 +221,7 @@ def _summary(dataset: str, r: dict) -> dict:
     t = r["table"]
     nd = "ndcg_cut_10"
     rank = [s for s in t.systems if s != "dense" and not s.startswith("pyserini:")]
-    feedback = [s for s in rank if s != "bm25"]  # every pipeline that uses feedback or fusion
+    feedback = [s for s in rank if s not in NO_FEEDBACK]  # pipelines with feedback or fusion
     ours = [s for s in feedback if s not in REFERENCE]
     sig_better = [s for s in ours if t.significant[s][nd] and t.delta[s][nd] > 0]
     sig_worse = [s for s in rank if s in DEFAULTS and t.significant[s][nd] and t.delta[s][nd] < 0]
@@ -217,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
     ap.add_argument("--max-train-queries", type=int, default=800)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-colbert", action="store_true", help="skip MaxSim and ColBERT-PRF")
     args = ap.parse_args(argv)
     faiss.omp_set_num_threads(args.threads)
     payload: dict = {"k": K, "measures": MEASURES, "results": {}}
     for ds in args.datasets:
-        r = run_dataset(ds, args.max_train_queries, args.threads)
+        r = run_dataset(ds, args.max_train_queries, args.threads, not args.no_colbert)
         summary = _summary(ds, r)
         print(f"\n## {ds}\n")
         print(r["table"].to_markdown())
@@ -229,13 +260,14 @@ def main(argv: list[str] | None = None) -> int:
             f"\nReference (peer) rows: {', '.join(sorted(REFERENCE))} and every pyserini:* row.\n"
         )
         print(
-            "| pyserini check | rankloop nDCG@10 | pyserini nDCG@10 | |Δ| | rankloop ms/q | pyserini ms/q | speed-up | rankloop ms/q, first pass reused | speed-up |"
+            "| pyserini check | rankloop nDCG@10 | pyserini nDCG@10 | |Δ| | rankloop ms/q | pyserini ms/q | speed-up | rankloop ms/q, first pass reused | speed-up | ms/q incl. building the run (rankloop / pyserini) | speed-up |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for name, c in r["check"].items():
             print(f"| {name} | {c['rankloop_ndcg_cut_10']:.4f} | {c['pyserini_ndcg_cut_10']:.4f} | "
                   f"{c['abs_diff']:.1e} | {c['rankloop_ms_per_query']:.3f} | {c['pyserini_ms_per_query']:.3f} | {c['speedup']:.1f}× | "
-                  f"{c['rankloop_reuse_first_pass_ms_per_query']:.3f} | {c['speedup_reuse_first_pass']:.1f}× |")  # fmt: skip
+                  f"{c['rankloop_reuse_first_pass_ms_per_query']:.3f} | {c['speedup_reuse_first_pass']:.1f}× | "
+                  f"{c['rankloop_with_run_ms_per_query']:.3f} / {c['pyserini_with_run_ms_per_query']:.3f} | {c['speedup_with_run']:.1f}× |")  # fmt: skip
         print(
             f"\nCounterfactual Rocchio, seen-query protocol ({CLICK_SESSIONS_PER_QUERY} PBM sessions per query, η = 1):\n"
         )

@@ -15,6 +15,7 @@ from rankloop.prf.rocchio import (
     feedback_from_run,
     gather_feedback,
     rocchio,
+    run_from_rows,
 )
 
 
@@ -119,3 +120,14 @@ def test_bad_settings_raise() -> None:
         rocchio(np.zeros((2, 3)), np.zeros((1, 2, 3)))
     with pytest.raises(ConfigError):
         VectorPRF(_index(), Rocchio(), iterations=0)
+
+
+def test_run_from_rows_drops_missing_results() -> None:
+    index = VectorIndex(2)
+    index.add(["a", "b", "c"], np.eye(3, 2, dtype=np.float32))
+    scores = np.array([[0.9, 0.5, -np.inf], [0.7, 0.2, 0.1]], np.float32)
+    rows = np.array([[2, 0, -1], [1, 2, 0]])
+    run = run_from_rows(index, ["q1", "q2"], scores, rows, "r")
+    assert run.name == "r"
+    assert run["q1"] == pytest.approx({"c": 0.9, "a": 0.5})
+    assert list(run["q2"]) == ["b", "c", "a"]
