@@ -127,8 +127,16 @@ def sample_unclicked(
     return users[:n], items[:n]
 
 
+Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 class TorchMF(FactorRecommender):
-    """Shared parts of the torch factor models: seeded init, Adam loop, L2 on the full factors."""
+    """Shared parts of the torch factor models: seeded init, Adam loop, L2 on the full factors.
+
+    With `bias`, the logit is ⟨u, i⟩ + b_u + b_i + b (user, item and global biases, zero at
+    the start, as in the authors' MF); the fitted factors carry them as two extra columns,
+    [u, b_u + b, 1]·[i, 1, b_i], so recommendation stays an inner product search.
+    """
 
     def __init__(
         self,
@@ -140,6 +148,7 @@ class TorchMF(FactorRecommender):
         random_state: int,
         device: str,
         num_threads: int | None,
+        bias: bool,
     ) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
@@ -149,6 +158,7 @@ class TorchMF(FactorRecommender):
         self.random_state = random_state
         self.device = device
         self.num_threads = num_threads
+        self.bias = bias
 
     def _check(self, clicks: Interactions) -> None:
         if not isinstance(clicks, Interactions) or clicks.kind != "implicit":
@@ -183,28 +193,51 @@ class TorchMF(FactorRecommender):
         self,
         clicks: Interactions,
         draw: Callable[[int], tuple[torch.Tensor, ...]],
-        step_loss: Callable[[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]], torch.Tensor],
+        step_loss: Callable[[Score, tuple[torch.Tensor, ...]], torch.Tensor],
     ) -> None:
-        """Adam on `step_loss(U, V, batch) + L2`; `draw(n)` samples the batches of the next n steps.
+        """Adam on `step_loss(score, batch) + L2`, `score(u, i)` the logits of (user, item) rows.
 
-        Batches are drawn in chunks (vectorised, bounded memory) from one seeded generator, so
-        the sample stream does not depend on the device.
+        `draw(n)` samples the batches of the next n steps; they are drawn in chunks (vectorised,
+        bounded memory) from one seeded generator, so the sample stream does not depend on the
+        device. The biases, when on, are not regularised.
         """
+        if not isinstance(self.bias, bool):
+            raise RankloopError(f"bias must be True or False, got {self.bias!r}")
         chunk = max(1, _CHUNK_PAIRS // self.batch_size)
         with torch_threads(self.num_threads):
             U, V = self._init(*clicks.shape)
-            opt = torch.optim.Adam([U, V], lr=self.learning_rate)
+            params = [U, V]
+            if self.bias:
+                bu, bi, b0 = (
+                    torch.nn.Parameter(torch.zeros(n, 1, device=U.device))
+                    for n in (clicks.n_users, clicks.n_items, 1)
+                )
+                params += [bu, bi, b0]
+
+            def score(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+                s = (rows(U, u) * rows(V, i)).sum(1)
+                return s + (rows(bu, u) + rows(bi, i) + b0)[:, 0] if self.bias else s
+
+            opt = torch.optim.Adam(params, lr=self.learning_rate)
             losses = torch.empty(self.iterations, device=U.device)
             for start in range(0, self.iterations, chunk):
                 batches = draw(min(chunk, self.iterations - start))
                 for b in range(batches[0].shape[0]):
                     opt.zero_grad(set_to_none=True)
-                    loss = step_loss(U, V, tuple(t[b] for t in batches)) + self._l2(U, V)
+                    loss = step_loss(score, tuple(t[b] for t in batches)) + self._l2(U, V)
                     loss.backward()
                     opt.step()
                     losses[start + b] = loss.detach()
         self.loss_curve_ = losses.cpu().numpy()
-        self._set_factors(U.detach().cpu().numpy(), V.detach().cpu().numpy(), clicks)
+        users, items = U.detach().cpu().numpy(), V.detach().cpu().numpy()
+        if self.bias:
+            ones_u, ones_i = (
+                np.ones((len(users), 1), users.dtype),
+                np.ones((len(items), 1), items.dtype),
+            )
+            users = np.hstack([users, (bu + b0).detach().cpu().numpy(), ones_u])
+            items = np.hstack([items, ones_i, bi.detach().cpu().numpy()])
+        self._set_factors(users, items, clicks)
 
 
 class RelMF(TorchMF):
@@ -212,7 +245,8 @@ class RelMF(TorchMF):
 
     Each Adam step draws `batch_size // 2` clicked pairs and as many unclicked pairs
     uniformly at random (the authors' balanced batches), so `neg_weight` w sets the weight of
-    the unclicked half. `clip` = M: θ → max(θ, M); 0 is the unclipped IPS estimator.
+    the unclicked half. `clip` = M: θ → max(θ, M); 0 is the unclipped IPS estimator. `bias`
+    adds user, item and global biases to the logit (see `TorchMF`).
     """
 
     def __init__(
@@ -226,6 +260,7 @@ class RelMF(TorchMF):
         batch_size: int = 2048,
         neg_weight: float = 1.0,
         delta: Delta = "square",
+        bias: bool = False,
         random_state: int = 0,
         device: str = "auto",
         num_threads: int | None = 1,
@@ -239,6 +274,7 @@ class RelMF(TorchMF):
             random_state,
             device,
             num_threads,
+            bias,
         )
         self.clip = clip
         self.neg_weight = neg_weight
@@ -265,11 +301,9 @@ class RelMF(TorchMF):
                 np.concatenate([theta[pick], np.ones((n, half), np.float32)], axis=1),
             )
 
-        def step_loss(
-            U: torch.Tensor, V: torch.Tensor, batch: tuple[torch.Tensor, ...]
-        ) -> torch.Tensor:
+        def step_loss(score: Score, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
             u, i, th = batch
-            pred = torch.sigmoid((rows(U, u) * rows(V, i)).sum(1))
+            pred = torch.sigmoid(score(u, i))
             return ips_loss(
                 pred, y, th, clip=self.clip, neg_weight=self.neg_weight, delta=self.delta
             )

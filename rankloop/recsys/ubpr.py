@@ -16,7 +16,7 @@ import torch
 from rankloop.errors import RankloopError
 from rankloop.recsys.interactions import Interactions
 from rankloop.recsys.propensity import Propensity, propensity_at
-from rankloop.recsys.relmf import TorchMF, resolve_device, rows
+from rankloop.recsys.relmf import Score, TorchMF, resolve_device
 
 
 def ubpr_loss(
@@ -53,7 +53,8 @@ class UBPR(TorchMF):
     """Unbiased BPR: ⟨u, i⟩ trained on (clicked i, any other j) pairs with `ubpr_loss`.
 
     Each Adam step draws `batch_size` clicked (user, i) pairs and, for each, an item j ≠ i
-    uniformly from the whole catalogue (clicked or not), as in the authors' sampler.
+    uniformly from the whole catalogue (clicked or not), as in the authors' sampler. With
+    `bias`, the item bias enters the score difference (user and global biases cancel).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class UBPR(TorchMF):
         regularization: float = 1e-5,
         iterations: int = 1000,
         batch_size: int = 2048,
+        bias: bool = False,
         random_state: int = 0,
         device: str = "auto",
         num_threads: int | None = 1,
@@ -79,6 +81,7 @@ class UBPR(TorchMF):
             random_state,
             device,
             num_threads,
+            bias,
         )
         self.clip = clip
         self.beta = beta
@@ -107,14 +110,11 @@ class UBPR(TorchMF):
             theta_j[hit] = propensity_at(propensity, u[hit], j[hit], clicks.shape)
             return self._to(u, i, j, yj, theta_pos[pick], theta_j)
 
-        def step_loss(
-            U: torch.Tensor, V: torch.Tensor, batch: tuple[torch.Tensor, ...]
-        ) -> torch.Tensor:
+        def step_loss(score: Score, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
             u, i, j, yj, th_i, th_j = batch
-            us = rows(U, u)
             return ubpr_loss(
-                (us * rows(V, i)).sum(1),
-                (us * rows(V, j)).sum(1),
+                score(u, i),
+                score(u, j),
                 ones,
                 yj,
                 th_i,

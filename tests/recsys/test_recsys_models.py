@@ -57,6 +57,8 @@ def test_bpr_factors_carry_the_item_bias(planted):
         lambda: RelMF(clip=0.3, **SMALL),
         lambda: UBPR(**SMALL),
         lambda: UBPR(beta=0.1, **SMALL),
+        lambda: RelMF(bias=True, **SMALL),
+        lambda: UBPR(bias=True, clip=0.3, **SMALL),
         lambda: ExpoMF(8, iterations=4),
     ],
 )
@@ -75,6 +77,23 @@ def test_torch_models_reproduce_bit_for_bit_and_learn(planted, make):
             return rand.random(len(u))
 
     assert _heldout_dcg(a, group) > _heldout_dcg(Random(), group) + 0.1
+
+
+def test_bias_columns_reproduce_the_biased_logit(planted):
+    prop = popularity_propensity(planted)
+    m = RelMF(bias=True, **SMALL).fit(planted, propensity=prop)
+    assert m.user_factors_.shape == (40, 10) and m.item_factors_.shape == (30, 10)
+    np.testing.assert_array_equal(m.user_factors_[:, -1], 1.0)  # constant column for b_i
+    np.testing.assert_array_equal(m.item_factors_[:, -2], 1.0)  # constant column for b_u + b
+    u, i = np.array([0, 3, 7]), np.array([2, 2, 9])
+    core = (m.user_factors_[u, :8] * m.item_factors_[i, :8]).sum(1)
+    biases = m.user_factors_[u, -2] + m.item_factors_[i, -1]
+    np.testing.assert_allclose(m.score(u, i), core + biases, rtol=1e-5)
+    assert np.abs(m.item_factors_[:, -1]).max() > 0  # the item bias was learned
+    plain = RelMF(**SMALL).fit(planted, propensity=prop)
+    assert plain.user_factors_.shape == (40, 8)
+    with pytest.raises(RankloopError, match="bias"):
+        RelMF(bias="yes", **SMALL).fit(planted, propensity=prop)  # type: ignore[arg-type]
 
 
 def test_relmf_clip_and_propensity_checks(planted):
