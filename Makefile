@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(VENV)/bin/rankloop run --dataset scifact --retriever hybrid
+	$(VENV)/bin/rankloop experiment prf --dataset scifact
 
 lint: venv
 	$(VENV)/bin/ruff check rankloop tests benchmarks
