@@ -52,8 +52,11 @@ def paired_t_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarr
     from scipy import stats  # lazy: scipy.stats costs ~1 s to import
 
     d = _diffs(a, b)
-    if np.ptp(d) == 0:  # zero variance: t is undefined (0/0) or infinite
-        return 1.0 if d[0] == 0 else 0.0
+    # Zero variance (up to float rounding, e.g. 0.1 + 0.2 - 0.3): t is 0/0 or infinite, and
+    # scipy would warn about catastrophic cancellation and return noise.
+    tol = 1e-12 * max(1.0, float(np.max(np.abs(np.asarray(a, float)))))
+    if np.ptp(d) <= tol:
+        return 1.0 if abs(float(np.mean(d))) <= tol else 0.0
     return float(stats.ttest_rel(a, b).pvalue)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -28,6 +29,12 @@ def test_t_test_matches_scipy():
     assert paired_t_test(A, B) == pytest.approx(stats.ttest_rel(A, B).pvalue, abs=1e-12)
     assert paired_t_test(A, A) == 1.0  # zero variance, zero mean
     assert paired_t_test(np.arange(5.0) + 1, np.arange(5.0)) == 0.0  # zero variance, mean 1
+    # Differences that are zero up to float rounding: no scipy cancellation warning, p = 1.
+    a = np.array([0.1 + 0.2, 0.7, 0.3 + 0.6])
+    b = np.array([0.3, 0.7 + 1e-17, 0.9])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert paired_t_test(a, b) == 1.0
 
 
 def test_fisher_exact_enumeration_by_hand():
