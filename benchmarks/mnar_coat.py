@@ -77,14 +77,24 @@ def goal_check(result, candidates=("Rel-MF (clipped)", "UBPR"), rivals=("WMF", "
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, help="override the config's number of seeds")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=CONFIG,
+        help="experiment config (default configs/recsys_coat.yaml); results are named after it",
+    )
     args = ap.parse_args()
-    config = RecsysConfig.from_yaml(CONFIG)
+    config = RecsysConfig.from_yaml(args.config)
+    name = "mnar_coat" if args.config.resolve() == CONFIG else f"mnar_{args.config.stem}"
+    command = "RANKLOOP_DATA=../shared/data .venv/bin/python benchmarks/mnar_coat.py" + (
+        "" if name == "mnar_coat" else f" --config {args.config}"
+    )
     if args.seeds is not None:
         config.seeds = list(range(args.seeds))
     t0 = time.perf_counter()
     result = run_recsys(config)
     wall = time.perf_counter() - t0
-    out_dir = write_outputs(result, RESULTS / "mnar_coat")
+    out_dir = write_outputs(result, RESULTS / name)
     overhead = wmf_overhead(config, result.tuning["WMF"]["best_params"])
     goal = goal_check(result)
 
@@ -103,10 +113,10 @@ def main() -> None:
         )
     print(f"\nexperiment wall time {wall:.0f} s; outputs in {out_dir}")
     path = write_result(
-        "mnar_coat",
+        name,
         {
-            "command": "RANKLOOP_DATA=../shared/data .venv/bin/python benchmarks/mnar_coat.py",
-            "config": str(CONFIG.relative_to(CONFIG.parent.parent)),
+            "command": command,
+            "config": str(args.config),
             "table_markdown": result.table_markdown(),
             "summary": result.summary,
             "protocol": result.protocol,

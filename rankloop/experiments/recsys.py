@@ -484,10 +484,17 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
                 "standard_protocol": f"{s.protocol['name']}; {s.protocol['relevance']}; users without "
                 f"relevant items {s.protocol['users_without_relevant']} ({s.protocol['n_users']} users)",
                 "propensity": dict(config.propensity),
-                "tuning": f"grid search on SNIPS-DCG@{config.val_k} (popularity-propensity weighted, "
+                "tuning": f"grid search on SNIPS-DCG@{config.val_k} "
+                f"({config.propensity['estimator']}-propensity weighted, "
                 f"{config.val_negatives} sampled negatives) averaged over {config.val_repeats} random "
                 f"{config.val_fraction:.0%} validation splits of seed {config.tune_seed}'s MNAR clicks; "
-                "MAR test unused",
+                + (
+                    "MAR test unused"
+                    if mar_sample is None
+                    else f"MAR test unused except the {int((mar_sample.user_counts() > 0).sum())} MAR "
+                    "users carved out for "
+                    "the propensity estimate, who are not evaluated"
+                ),
                 "seeds": f"{len(config.seeds)} seeds: each redraws the clicks and the model initialisation",
                 "significance": f"paired {config.test}-test over seeds vs {config.baseline}",
                 "popularity_buckets": f"items split into {config.popularity_buckets} equal-size groups by MNAR "
