@@ -23,6 +23,7 @@ Conventions
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -326,12 +327,8 @@ def _em_position_model(
     return alpha, theta, it
 
 
-class PBM(ClickModel):
-    """Position-based model: P(C_r = 1) = theta_r * alpha_qd.
-
-    Simulation: theta_r = `examination[r]` if given, else `(1/r) ** eta` (ULTRA's PBM).
-    Fitted: `examination_` (K,), `attractiveness_` (pairs,), `pairs_`, `n_iter_`.
-    """
+class _PositionModel(ClickModel):
+    """PBM and UBM: examination (fitted by EM, given, or from `eta`) times attractiveness."""
 
     def __init__(
         self,
@@ -349,6 +346,24 @@ class PBM(ClickModel):
         self.examination = examination
         self.max_iter = max_iter
         self.tol = tol
+
+    def _examination_table(
+        self, k: int, from_eta: Callable[[int, float], np.ndarray]
+    ) -> np.ndarray:
+        """The fitted table, else the given `examination`, else `from_eta(k, eta)`."""
+        if hasattr(self, "examination_"):
+            return self.examination_
+        if self.examination is not None:
+            return np.asarray(self.examination, dtype=float)
+        return from_eta(k, self.eta)
+
+
+class PBM(_PositionModel):
+    """Position-based model: P(C_r = 1) = theta_r * alpha_qd.
+
+    Simulation: theta_r = `examination[r]` if given, else `(1/r) ** eta` (ULTRA's PBM).
+    Fitted: `examination_` (K,), `attractiveness_` (pairs,), `pairs_`, `n_iter_`.
+    """
 
     def fit(self, log: ClickLog) -> PBM:
         slot, pos = self._fit_index(log)
@@ -366,12 +381,7 @@ class PBM(ClickModel):
         return self
 
     def _rank_params(self, k: int) -> dict[str, np.ndarray]:
-        if hasattr(self, "examination_"):
-            theta = self.examination_
-        elif self.examination is not None:
-            theta = np.asarray(self.examination, dtype=float)
-        else:
-            theta = pbm_examination(k, self.eta)
+        theta = self._examination_table(k, pbm_examination)
         if len(theta) < k:
             raise RankloopError(
                 f"PBM has examination probabilities for {len(theta)} ranks, lists have {k}"
@@ -385,30 +395,13 @@ class PBM(ClickModel):
         return rng.random(qd["attr"].shape) < rank["examination"][None, :] * qd["attr"]
 
 
-class UBM(ClickModel):
+class UBM(_PositionModel):
     """User browsing model: P(C_r = 1 | last click above at r') = gamma[r, r'] * alpha_qd.
 
     `gamma` is (K, K): row = rank (0-based), column = 1-based rank of the previous click (0 =
     none). Simulation: `examination` if given, else `(1/(r - r')) ** eta`.
     Fitted: `examination_` (K, K), `attractiveness_`, `pairs_`, `n_iter_`.
     """
-
-    def __init__(
-        self,
-        eta: float = 1.0,
-        examination: np.ndarray | None = None,
-        *,
-        eps: float = 0.1,
-        max_grade: int = 4,
-        alpha_prior: tuple[float, float] = (1.0, 1.0),
-        max_iter: int = 100,
-        tol: float = 1e-6,
-    ) -> None:
-        super().__init__(eps=eps, max_grade=max_grade, alpha_prior=alpha_prior)
-        self.eta = eta
-        self.examination = examination
-        self.max_iter = max_iter
-        self.tol = tol
 
     def fit(self, log: ClickLog) -> UBM:
         slot, pos = self._fit_index(log)
@@ -430,12 +423,7 @@ class UBM(ClickModel):
         return self
 
     def _rank_params(self, k: int) -> dict[str, np.ndarray]:
-        if hasattr(self, "examination_"):
-            gamma = self.examination_
-        elif self.examination is not None:
-            gamma = np.asarray(self.examination, dtype=float)
-        else:
-            gamma = ubm_examination(k, self.eta)
+        gamma = self._examination_table(k, ubm_examination)
         if gamma.ndim != 2 or min(gamma.shape) < k:
             raise RankloopError(f"UBM examination has shape {gamma.shape}, lists need ({k}, {k})")
         return {"examination": gamma[:k, :k]}
