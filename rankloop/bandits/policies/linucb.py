@@ -112,14 +112,10 @@ def arm_matvec(mats: np.ndarray, x: np.ndarray, cands: np.ndarray | None) -> np.
     return out
 
 
-class RidgeArms(Policy):
-    """Disjoint per-arm ridge regression state: `A_` (m, d, d), `A_inv_`, `b_` (m, d), `theta_`.
-
-    `A = reg·I + Σ x xᵀ`, `b = Σ r x`, `theta = A⁻¹ b` per arm.
-    """
+class _LinearPolicy(Policy):
+    """Validated `n_features`, exploration `alpha` and ridge `reg`, shared by the linear policies."""
 
     context_dim_attr: ClassVar[str | None] = "n_features"
-    _state: ClassVar[tuple[str, ...]] = ("A_", "A_inv_", "b_", "theta_", "counts_")
 
     def __init__(
         self,
@@ -140,6 +136,15 @@ class RidgeArms(Policy):
         self.alpha = float(alpha)
         self.reg = float(reg)
         self._init_state()
+
+
+class RidgeArms(_LinearPolicy):
+    """Disjoint per-arm ridge regression state: `A_` (m, d, d), `A_inv_`, `b_` (m, d), `theta_`.
+
+    `A = reg·I + Σ x xᵀ`, `b = Σ r x`, `theta = A⁻¹ b` per arm.
+    """
+
+    _state: ClassVar[tuple[str, ...]] = ("A_", "A_inv_", "b_", "theta_", "counts_")
 
     def _init_state(self) -> None:
         m, d = self.n_arms, self.n_features
@@ -328,35 +333,14 @@ class HybridLinUCB(Policy):
 
 
 @register_policy
-class DiagLinUCB(Policy):
+class DiagLinUCB(_LinearPolicy):
     """LinUCB with a diagonal design matrix per arm; its state is mergeable sufficient statistics.
 
     Per arm: `sq_ = Σ x²`, `xr_ = Σ r x`, `counts_` (all additive). Precision `reg + sq_`,
     `θ = xr_ / (reg + sq_)`, score `xᵀθ_a + alpha·sqrt(Σ_j x_j² / (reg + sq_aj))`.
     """
 
-    context_dim_attr: ClassVar[str | None] = "n_features"
     _state: ClassVar[tuple[str, ...]] = ("sq_", "xr_", "counts_")
-
-    def __init__(
-        self,
-        n_arms: int,
-        n_features: int,
-        alpha: float = 1.0,
-        *,
-        reg: float = 1.0,
-        batch_size: int = 1,
-        random_state: int = 0,
-        tie_break: str = "random",
-    ) -> None:
-        _check_linear(n_features, alpha, reg)
-        super().__init__(
-            n_arms, batch_size=batch_size, random_state=random_state, tie_break=tie_break
-        )
-        self.n_features = int(n_features)
-        self.alpha = float(alpha)
-        self.reg = float(reg)
-        self._init_state()
 
     def _init_state(self) -> None:
         self.sq_ = np.zeros((self.n_arms, self.n_features))
