@@ -103,3 +103,26 @@ def write_run_record(out: Path, config: dict[str, Any], environment: dict[str, A
         yaml.safe_dump(config, fh, sort_keys=False, allow_unicode=True)
     with atomic_write(out / "environment.json") as fh:
         json.dump(environment, fh, indent=2)
+
+
+def write_seeded_results(
+    out: Path,
+    *,
+    markdown: str,
+    csv: str,
+    per_seed: Any,
+    metrics: dict[str, Any],
+    json_default: Any = None,
+) -> None:
+    """Write results.md, results.csv, per_seed.json and metrics.json into `out` (each
+    atomically): the table files every multi-seed experiment (recsys, ultr) writes."""
+    from rankloop.io import atomic_write
+
+    with atomic_write(out / "results.md") as fh:
+        fh.write(markdown)
+    with atomic_write(out / "results.csv") as fh:
+        fh.write(csv)
+    with atomic_write(out / "per_seed.json") as fh:
+        json.dump(per_seed, fh, indent=1)
+    with atomic_write(out / "metrics.json") as fh:
+        json.dump(metrics, fh, indent=2, default=json_default)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -29,7 +28,12 @@ from typing import Any
 import numpy as np
 
 from rankloop.errors import ConfigError, RankloopError
-from rankloop.experiments import environment_info, read_yaml_config, write_run_record
+from rankloop.experiments import (
+    environment_info,
+    read_yaml_config,
+    write_run_record,
+    write_seeded_results,
+)
 from rankloop.io import atomic_write
 from rankloop.recsys.interactions import Interactions
 
@@ -603,25 +607,19 @@ def write_outputs(result: RecsysResult, out: str | Path) -> Path:
     """Write config, environment, table (md, csv), per-seed JSON, metrics JSON and the PNG under `out`."""
     out = Path(out)
     write_run_record(out, asdict(result.config), result.environment)
-    with atomic_write(out / "results.md") as fh:
-        fh.write(
-            f"# {result.config.name}\n\n{result.table_markdown()}\n\nProtocol:\n{result.protocol_text()}\n"
-        )
-    with atomic_write(out / "results.csv") as fh:
-        fh.write(result.table_csv())
-    with atomic_write(out / "per_seed.json") as fh:
-        json.dump(result.per_seed, fh, indent=1)
-    with atomic_write(out / "metrics.json") as fh:
-        json.dump(
-            {
-                "summary": result.summary,
-                "tuning": result.tuning,
-                "protocol": result.protocol,
-                "buckets": result.buckets,
-            },
-            fh,
-            indent=2,
-            default=str,
-        )
+    write_seeded_results(
+        out,
+        markdown=f"# {result.config.name}\n\n{result.table_markdown()}\n\n"
+        f"Protocol:\n{result.protocol_text()}\n",
+        csv=result.table_csv(),
+        per_seed=result.per_seed,
+        metrics={
+            "summary": result.summary,
+            "tuning": result.tuning,
+            "protocol": result.protocol,
+            "buckets": result.buckets,
+        },
+        json_default=str,
+    )
     plot_buckets(result, out / "popularity_buckets.png")
     return out

@@ -35,7 +35,12 @@ from typing import Any
 import numpy as np
 
 from rankloop.errors import ConfigError, RankloopError
-from rankloop.experiments import environment_info, read_yaml_config, write_run_record
+from rankloop.experiments import (
+    environment_info,
+    read_yaml_config,
+    write_run_record,
+    write_seeded_results,
+)
 from rankloop.io import atomic_write
 from rankloop.rerank.ltr.features import LtrData, build_features, concat_ltr
 
@@ -762,22 +767,17 @@ def write_outputs(result: UltrResult, out: str | Path) -> Path:
     """Write config, environment, table (md, csv), per-seed and summary JSON and the PNG."""
     out = Path(out)
     write_run_record(out, asdict(result.config), result.environment)
-    with atomic_write(out / "results.md") as fh:
-        fh.write(f"# {result.config.name}\n\n{result.table_markdown()}\n")
-    with atomic_write(out / "results.csv") as fh:
-        fh.write(result.table_csv())
-    with atomic_write(out / "per_seed.json") as fh:
-        json.dump(result.records, fh, indent=1)
-    with atomic_write(out / "metrics.json") as fh:
-        json.dump(
-            {
-                "summary": result.summary,
-                "references": result.references,
-                "goal": result.goal,
-                "timing": result.timing,
-            },
-            fh,
-            indent=2,
-        )
+    write_seeded_results(
+        out,
+        markdown=f"# {result.config.name}\n\n{result.table_markdown()}\n",
+        csv=result.table_csv(),
+        per_seed=result.records,
+        metrics={
+            "summary": result.summary,
+            "references": result.references,
+            "goal": result.goal,
+            "timing": result.timing,
+        },
+    )
     plot_curves(result, out / "ndcg_vs_sessions.png")
     return out
