@@ -12,9 +12,9 @@ from typing import Any
 
 from rankloop.data.types import Corpus, Queries, Run
 from rankloop.errors import ConfigError
-from rankloop.retrieval.sparse import BM25Retriever, bm25_index_dir
+from rankloop.retrieval.sparse import BM25Retriever
 
-__all__ = ["RM3_DEFAULTS", "ROCCHIO_DEFAULTS", "bm25_index_dir", "open_bm25", "sparse_run"]
+__all__ = ["RM3_DEFAULTS", "ROCCHIO_DEFAULTS", "open_bm25", "sparse_run"]
 
 # pyserini's own defaults (LuceneSearcher.set_rm3 / set_rocchio), as in its BEIR PRF runs.
 RM3_DEFAULTS: dict[str, Any] = {"fb_terms": 10, "fb_docs": 10, "original_query_weight": 0.5}
@@ -45,15 +45,12 @@ def open_bm25(
         raise ConfigError(f"sparse feedback must be one of {FEEDBACK}, got {feedback!r}")
     if feedback == "none" and params:
         raise ConfigError("params apply to rm3 or rocchio feedback only")
-    index_dir = bm25_index_dir(corpus, cache_dir)
-    if not (index_dir / "retriever.json").is_file():
-        BM25Retriever.build(corpus, index_dir, k1=k1, b=b).close()
-    settings = None
+    settings = {}
     if feedback == "rm3":
         settings = {"rm3": {**RM3_DEFAULTS, **(params or {})}}
     elif feedback == "rocchio":
         settings = {"rocchio": {**ROCCHIO_DEFAULTS, **(params or {})}}
-    return BM25Retriever(index_dir, k1=k1, b=b, **(settings or {}))
+    return BM25Retriever.cached(corpus, k1=k1, b=b, cache_dir=cache_dir, **settings)
 
 
 def sparse_run(

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rankloop.errors import ConfigError, RankloopError
+from rankloop.errors import ConfigError
 from rankloop.retrieval.base import KINDS
 
 RETRIEVERS = ("dense", "bm25", "hybrid")
@@ -161,22 +161,6 @@ def _encoder(args: argparse.Namespace):  # -> Encoder
     )
 
 
-def _open_bm25(corpus, args: argparse.Namespace):  # -> BM25Retriever
-    """The cached BM25 index of `corpus`, built on first use."""
-    from rankloop.retrieval.base import read_meta
-    from rankloop.retrieval.sparse import BM25Retriever, bm25_index_dir
-
-    where = bm25_index_dir(corpus)
-    try:
-        fresh = read_meta(where).get("corpus_checksum") == corpus.checksum()
-    except RankloopError:
-        fresh = False
-    if fresh:
-        _say(f"BM25: using cached index {where}")
-        return BM25Retriever(where, k1=args.k1, b=args.b)
-    return BM25Retriever.build(corpus, where, k1=args.k1, b=args.b, threads=args.threads)
-
-
 def _build_dense(corpus, args: argparse.Namespace):  # -> DenseRetriever
     from rankloop.retrieval.dense import DenseRetriever
 
@@ -280,7 +264,11 @@ def _run(args: argparse.Namespace) -> int:
         timings["dense_index_s"] = time.perf_counter() - t
     if args.retriever in ("bm25", "hybrid"):
         t = time.perf_counter()
-        sparse = _open_bm25(ds.corpus, args)
+        from rankloop.retrieval.sparse import BM25Retriever
+
+        sparse = BM25Retriever.cached(
+            ds.corpus, k1=args.k1, b=args.b, threads=args.threads, verbose=True
+        )
         timings["bm25_index_s"] = time.perf_counter() - t
     depth = max(args.depth, k)
     if dense is not None:

@@ -172,6 +172,33 @@ class BM25Retriever:
             )
         return cls(index_dir, k1=k1, b=b)
 
+    @classmethod
+    def cached(
+        cls,
+        corpus: Corpus,
+        k1: float = 0.9,
+        b: float = 0.4,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        rm3: dict[str, Any] | None = None,
+        rocchio: dict[str, Any] | None = None,
+        verbose: bool = False,
+    ) -> BM25Retriever:
+        """A retriever on the cached index of `corpus` (`bm25_index_dir`), built first when
+        there is none or it was built from a different corpus (checksum in retriever.json)."""
+        index_dir = bm25_index_dir(corpus, cache_dir)
+        try:
+            fresh = read_meta(index_dir).get("corpus_checksum") == corpus.checksum()
+        except RankloopError:
+            fresh = False
+        if fresh:
+            if verbose:
+                print(f"BM25: using cached index {index_dir}", file=sys.stderr)
+        else:
+            cls.build(corpus, index_dir, k1=k1, b=b, threads=threads).close()
+        return cls(index_dir, k1=k1, b=b, rm3=rm3, rocchio=rocchio)
+
     def search(
         self,
         queries: Queries,

@@ -141,6 +141,31 @@ def test_rebuild_replaces_atomically(tiny_corpus: Corpus, tmp_path: Path) -> Non
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".idx")]
 
 
+def test_cached_builds_once_and_rebuilds_for_another_corpus(
+    tiny_corpus: Corpus, tmp_path: Path, monkeypatch
+) -> None:
+    from rankloop.retrieval.sparse import BM25Retriever, bm25_index_dir
+
+    first = BM25Retriever.cached(tiny_corpus, cache_dir=tmp_path, rm3={"fb_terms": 5})
+    assert first.num_docs == 6 and first.rm3 == {"fb_terms": 5}
+    built: list[str] = []
+    real = BM25Retriever.build.__func__
+
+    def counting_build(cls, corpus, *args, **kwargs):
+        built.append(corpus.name)
+        return real(cls, corpus, *args, **kwargs)
+
+    monkeypatch.setattr(BM25Retriever, "build", classmethod(counting_build))
+    BM25Retriever.cached(tiny_corpus, cache_dir=tmp_path)
+    assert built == []
+    # A stale index at the corpus's path (built from other documents) is rebuilt.
+    BM25Retriever.build(
+        Corpus(["x"], [""], ["zebra"], "one"), bm25_index_dir(tiny_corpus, tmp_path)
+    )
+    assert BM25Retriever.cached(tiny_corpus, cache_dir=tmp_path).num_docs == 6
+    assert len(built) == 2
+
+
 def test_truncated_index_is_a_clear_error(tiny_index: Path, tmp_path: Path) -> None:
     import shutil
 
