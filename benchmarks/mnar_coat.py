@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import RESULTS, write_result
 
-from rankloop.eval.significance import paired_test
+from rankloop.eval import compare_values
 from rankloop.experiments.recsys import RecsysConfig, run_recsys, write_outputs
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "recsys_coat.yaml"
@@ -58,16 +58,26 @@ def wmf_overhead(config: RecsysConfig, params: dict, repeats: int = 15) -> dict:
 def goal_check(result, candidates=("Rel-MF (clipped)", "UBPR"), rivals=("WMF", "BPR")) -> dict:
     """Paired t-tests over seeds: does a candidate beat every rival on DCG@5 and Recall@5 (p < 0.05)?"""
     seeds = [str(s) for s in result.config.seeds]
+    measures = ("DCG@5", "Recall@5")
+
+    def values(model: str) -> dict[str, np.ndarray]:
+        return {m: np.array([result.per_seed[s][model][m] for s in seeds]) for m in measures}
+
     out = {}
     for cand in candidates:
         rows = {}
         for rival in rivals:
-            for m in ("DCG@5", "Recall@5"):
-                a = np.array([result.per_seed[s][cand][m] for s in seeds])
-                b = np.array([result.per_seed[s][rival][m] for s in seeds])
+            table = compare_values(
+                {cand: values(cand), rival: values(rival)},
+                rival,
+                test="t",
+                unit_ids=seeds,
+                unit="seeds",
+            )
+            for m in measures:
                 rows[f"{m} vs {rival}"] = {
-                    "delta": float(a.mean() - b.mean()),
-                    "p": paired_test(a, b, "t"),
+                    "delta": table.delta[cand][m],
+                    "p": table.pvalue[cand][m],
                 }
         rows["met"] = all(v["delta"] > 0 and v["p"] < 0.05 for k, v in rows.items() if k != "met")
         out[cand] = rows

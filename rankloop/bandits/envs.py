@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from rankloop.clicks.models import ClickModel, make_model
-from rankloop.clicks.simulate import satisfaction_from_grades
+from rankloop.clicks.probabilities import satisfaction_from_grades
 from rankloop.embed.index import VectorIndex
 from rankloop.errors import ConfigError, RankloopError
 

@@ -16,6 +16,12 @@ from rankloop.clicks.models import (
     Perplexity,
     make_model,
 )
+from rankloop.clicks.probabilities import (
+    attractiveness_from_grades,
+    pbm_examination,
+    satisfaction_from_grades,
+    ubm_examination,
+)
 from rankloop.clicks.propensity import (
     em_propensities,
     harvest_propensities,
@@ -23,14 +29,10 @@ from rankloop.clicks.propensity import (
     swap_propensities,
 )
 from rankloop.clicks.simulate import (
-    attractiveness_from_grades,
-    pbm_examination,
-    satisfaction_from_grades,
     sessions_from_lists,
     sessions_from_log,
     sessions_from_run,
     simulate_log,
-    ubm_examination,
 )
 from rankloop.data.clicklogs import (
     ClickLog,

@@ -28,8 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rankloop.clicks.simulate import (
-    as_rng,
+from rankloop._runtime import Registry, check_random_state
+from rankloop.clicks.probabilities import (
     attractiveness_from_grades,
     pbm_examination,
     satisfaction_from_grades,
@@ -39,6 +39,9 @@ from rankloop.data.clicklogs import ClickLog
 from rankloop.errors import ConfigError, RankloopError
 
 PROB_EPS = 1e-6
+
+# Short names (as configs and the CLI spell them) -> click model classes.
+MODELS: Registry[ClickModel] = Registry("click model")
 
 
 class Perplexity(NamedTuple):
@@ -211,7 +214,7 @@ class ClickModel(ABC):
         self,
         rankings: ClickLog | np.ndarray | None,
         relevance: np.ndarray | None,
-        rng: np.random.Generator | int,
+        random_state: np.random.Generator | int,
     ) -> np.ndarray:
         """(n, K) bool clicks for result lists.
 
@@ -220,8 +223,9 @@ class ClickModel(ABC):
         relevance: (n, K) integer grades in [0, max_grade] -> attractiveness via
                   `eps + (1-eps)(2^g-1)/(2^gmax-1)` (and DBN satisfaction `(2^g-1)/(2^gmax-1)`).
                   None: use the fitted (query, doc) parameters; `rankings` must be a ClickLog.
+        random_state: an int seed or a numpy Generator (see `rankloop._runtime.check_random_state`).
         """
-        rng = as_rng(rng)
+        rng = check_random_state(random_state)
         if relevance is None:
             if not isinstance(rankings, ClickLog):
                 raise RankloopError(
@@ -255,11 +259,12 @@ class ClickModel(ABC):
         return self._probs(qd, self._rank_params(attr.shape[1]), np.zeros(attr.shape, bool), False)
 
     def simulate_attractiveness(
-        self, attractiveness: np.ndarray, rng: np.random.Generator | int
+        self, attractiveness: np.ndarray, random_state: np.random.Generator | int
     ) -> np.ndarray:
         """(n, K) bool clicks for lists with these per-position attractiveness values."""
         attr = np.asarray(attractiveness, dtype=np.float64)
-        return self._sample({"attr": attr}, self._rank_params(attr.shape[1]), as_rng(rng))
+        rng = check_random_state(random_state)
+        return self._sample({"attr": attr}, self._rank_params(attr.shape[1]), rng)
 
     def _fit_index(self, log: ClickLog) -> tuple[np.ndarray, np.ndarray]:
         """Build `pairs_`; return the flat slot and 0-based rank of every shown position."""
@@ -358,6 +363,7 @@ class _PositionModel(ClickModel):
         return from_eta(k, self.eta)
 
 
+@MODELS.register("pbm")
 class PBM(_PositionModel):
     """Position-based model: P(C_r = 1) = theta_r * alpha_qd.
 
@@ -395,6 +401,7 @@ class PBM(_PositionModel):
         return rng.random(qd["attr"].shape) < rank["examination"][None, :] * qd["attr"]
 
 
+@MODELS.register("ubm")
 class UBM(_PositionModel):
     """User browsing model: P(C_r = 1 | last click above at r') = gamma[r, r'] * alpha_qd.
 
@@ -527,6 +534,7 @@ class _Cascade(ClickModel):
         return log.mask & (np.arange(log.max_rank)[None, :] <= last[:, None])
 
 
+@MODELS.register("cm")
 class CascadeModel(_Cascade):
     """Cascade model (Craswell et al. 2008): the user stops at the first click.
 
@@ -595,6 +603,7 @@ def _check_method(method: str) -> None:
         raise ConfigError(f"method must be 'counting' or 'em', got {method!r}")
 
 
+@MODELS.register("dcm")
 class DCM(_Cascade):
     """Dependent click model (Guo et al. 2009): after a click at rank r continue w.p. lambda_r.
 
@@ -706,6 +715,7 @@ class _SatisfactionModel(_Cascade):
         return out
 
 
+@MODELS.register("sdbn")
 class SDBN(_SatisfactionModel):
     """Simplified DBN (Chapelle & Zhang 2009): DBN with gamma = 1.
 
@@ -770,6 +780,7 @@ class SDBN(_SatisfactionModel):
         return 1.0 - qd["sat"], np.ones(qd["attr"].shape)
 
 
+@MODELS.register("dbn")
 class DBN(_SatisfactionModel):
     """Dynamic Bayesian network (Chapelle & Zhang 2009), fitted by EM (forward-backward over ranks).
 
@@ -866,22 +877,7 @@ class DBN(_SatisfactionModel):
         return g * (1.0 - qd["sat"]), np.full(qd["attr"].shape, g)
 
 
-MODELS: dict[str, type[ClickModel]] = {
-    "pbm": PBM,
-    "cm": CascadeModel,
-    "dcm": DCM,
-    "ubm": UBM,
-    "dbn": DBN,
-    "sdbn": SDBN,
-}
-
-
 def make_model(name: str, **params: object) -> ClickModel:
-    """A click model by short name (pbm, cm, dcm, ubm, dbn, sdbn) with its hyper-parameters."""
-    try:
-        cls = MODELS[name.lower()]
-    except KeyError:
-        raise ConfigError(
-            f"unknown click model {name!r}; choose one of {', '.join(MODELS)}"
-        ) from None
-    return cls(**params)  # type: ignore[arg-type]
+    """A click model by short name (pbm, cm, dcm, ubm, dbn, sdbn) with its hyper-parameters;
+    an unknown name or parameter is a `ConfigError` naming the valid ones."""
+    return MODELS.create(name.lower(), params)

@@ -31,8 +31,8 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import minimize
 
+from rankloop._runtime import check_random_state
 from rankloop.clicks.models import PBM
-from rankloop.clicks.simulate import as_rng
 from rankloop.data.clicklogs import ClickLog
 from rankloop.errors import ConfigError, RankloopError
 
@@ -42,7 +42,7 @@ SwapDesign = Literal["swap-first", "adjacent", "random-pair"]
 def swap_interventions(
     sessions: ClickLog,
     design: SwapDesign,
-    rng: np.random.Generator | int,
+    random_state: np.random.Generator | int,
     relevance: np.ndarray | None = None,
 ) -> tuple[ClickLog, np.ndarray | None, np.ndarray]:
     """Randomise every session's list by one swap (with probability 1/2) of a design-chosen pair.
@@ -50,7 +50,7 @@ def swap_interventions(
     Returns the permuted sessions (clicks cleared), the permuted (n, K) `relevance` (if given)
     and the (n, 2) 0-based position pair each session randomised ((-1, -1) for lists of length 1).
     """
-    rng = as_rng(rng)
+    rng = check_random_state(random_state)
     n, k = sessions.doc_ids.shape
     length = sessions.lengths
     u1, u2, coin = rng.random(n), rng.random(n), rng.random(n) < 0.5

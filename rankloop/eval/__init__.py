@@ -6,7 +6,7 @@ compare({"bm25": r1, "dense": r2}, qrels, ["map"], baseline="bm25", correction="
 fuse([bm25, dense], "rrf")                               # a new Run
 """
 
-from rankloop.eval.compare import ComparisonTable, compare
+from rankloop.eval.compare import ComparisonTable, compare, compare_values
 from rankloop.eval.fusion import fuse
 from rankloop.eval.metrics import EvalResult, Evaluator, Measure, evaluate, parse_measures
 from rankloop.eval.significance import (
@@ -26,6 +26,7 @@ __all__ = [
     "Measure",
     "bonferroni",
     "compare",
+    "compare_values",
     "correct_pvalues",
     "evaluate",
     "fisher_randomization_test",

@@ -1,8 +1,10 @@
-"""Experiment tables: several runs, one qrels, means + deltas + significance vs a baseline.
+"""Experiment tables: several systems, means + deltas + significance vs a baseline.
 
 Like PyTerrier's `pt.Experiment`: `compare([bm25, dense, hybrid], qrels, ["map", "ndcg_cut_10"],
 baseline="bm25", test="t", correction="holm")` returns one table that renders as Markdown, CSV
-or JSON.
+or JSON. `compare_values` is the statistics part on its own: it takes one number per paired unit
+(queries, seeds, users, ...) per system and measure, so every runner builds its significance
+tests and tables the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from rankloop.eval.metrics import EvalResult, Evaluator
 from rankloop.eval.significance import CORRECTIONS, TESTS, correct_pvalues, paired_test
 from rankloop.io import atomic_write
 
-__all__ = ["ComparisonTable", "compare"]
+__all__ = ["ComparisonTable", "compare", "compare_values"]
 
 MARKER = "†"
 _TEST_NAMES = {
@@ -38,6 +40,8 @@ class ComparisonTable:
 
     `pvalue`/`delta`/`wins`/`losses` hold None for the baseline row. `significant` is
     p < alpha after the correction, which runs across the non-baseline systems per measure.
+    `unit_ids` are the paired units the means and tests run over, and `unit` names them
+    ("queries" for `compare`; "seeds", "users", ... for `compare_values`).
     """
 
     systems: list[str]
@@ -46,7 +50,7 @@ class ComparisonTable:
     test: str
     correction: str | None
     alpha: float
-    query_ids: list[str]
+    unit_ids: list[str]
     mean: dict[str, dict[str, float]]
     delta: dict[str, dict[str, float | None]]
     pvalue: dict[str, dict[str, float | None]]
@@ -54,6 +58,17 @@ class ComparisonTable:
     wins: dict[str, dict[str, int | None]]
     losses: dict[str, dict[str, int | None]]
     per_query: dict[str, EvalResult] = field(repr=False, compare=False, default_factory=dict)
+    unit: str = "queries"
+    seconds: dict[str, float] = field(compare=False, default_factory=dict)
+
+    def with_seconds(self, seconds: dict[str, float]) -> ComparisonTable:
+        """The same table with the wall time of each system (`Experiment` sets it)."""
+        return replace(self, seconds=dict(seconds))
+
+    @property
+    def query_ids(self) -> list[str]:
+        """The unit ids (the query ids for a table made by `compare`)."""
+        return self.unit_ids
 
     def rows(self) -> list[dict[str, object]]:
         """One flat record per (system, measure)."""
@@ -92,6 +107,8 @@ class ComparisonTable:
         head = ["system"]
         for m in self.measures:
             head += [m, f"Δ {m}", f"p {m}"]
+        if self.seconds:
+            head.append("seconds")
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for s in self.systems:
             cells = [f"{s} (baseline)" if s == self.baseline else s]
@@ -101,12 +118,15 @@ class ComparisonTable:
                 d, p = self.delta[s][m], self.pvalue[s][m]
                 cells.append("—" if d is None else f"{d:+.{digits}f}")
                 cells.append("—" if p is None else _fmt_p(p))
+            if self.seconds:
+                t = self.seconds.get(s)
+                cells.append("—" if t is None else f"{t:.1f}")
             lines.append("| " + " | ".join(cells) + " |")
         corr = f", {self.correction.capitalize()}-corrected" if self.correction else ""
         lines.append("")
         lines.append(
             f"{MARKER} p < {self.alpha:g} vs `{self.baseline}` ({_TEST_NAMES[self.test]}{corr}); "
-            f"{len(self.query_ids)} queries."
+            f"{len(self.unit_ids)} {self.unit}."
         )
         return _emit("\n".join(lines) + "\n", path)
 
@@ -130,11 +150,14 @@ class ComparisonTable:
             "test": self.test,
             "correction": self.correction,
             "alpha": self.alpha,
-            "n_queries": len(self.query_ids),
+            "unit": self.unit,
+            f"n_{self.unit}": len(self.unit_ids),
             "systems": self.systems,
             "measures": self.measures,
             "rows": self.rows(),
         }
+        if self.seconds:
+            doc["seconds"] = self.seconds
         return _emit(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", path)
 
 
@@ -168,6 +191,103 @@ def _named(runs: Sequence[Run] | Mapping[str, Run]) -> dict[str, Run]:
     return named
 
 
+def _check_settings(test: str, correction: str | None, alpha: float) -> None:
+    if test not in TESTS:
+        raise RankloopError(f"unknown test {test!r}; choose one of {', '.join(TESTS)}")
+    if correction is not None and correction not in CORRECTIONS:
+        raise RankloopError(
+            f"unknown correction {correction!r}; choose None, 'holm' or 'bonferroni'"
+        )
+    if not 0 < alpha < 1:
+        raise RankloopError(f"alpha must lie in (0, 1), got {alpha}")
+
+
+def compare_values(
+    values: Mapping[str, Mapping[str, np.ndarray]],
+    baseline: str,
+    *,
+    test: str = "t",
+    correction: str | None = None,
+    alpha: float = 0.05,
+    unit_ids: Sequence[str] | None = None,
+    n_resamples: int = 10_000,
+    random_state: int = 0,
+    unit: str = "queries",
+) -> ComparisonTable:
+    """Means, deltas and paired tests of every system against `baseline` from per-unit numbers.
+
+    `values[system][measure]` holds one number per paired unit (a query, a seed, a user, ...),
+    aligned across systems; `unit_ids` name the units (default "0", "1", ...) and `unit` says
+    what they are, for the table's legend. `test` ("t", "fisher" or "bootstrap", seeded by
+    `random_state` with `n_resamples` draws) and `correction` ("holm", "bonferroni" or None,
+    per measure across the non-baseline systems) are as in `compare`.
+    """
+    _check_settings(test, correction, alpha)
+    systems = [str(s) for s in values]
+    if baseline not in values:
+        raise RankloopError(
+            f"baseline {baseline!r} is not one of the systems: {', '.join(systems)}"
+        )
+    names = list(values[baseline])
+    if not names:
+        raise RankloopError("compare_values needs at least one measure")
+    vals: dict[str, dict[str, np.ndarray]] = {}
+    for s in systems:
+        if set(values[s]) != set(names):
+            raise RankloopError(
+                f"system {s!r} has measures {sorted(values[s])}, the baseline has {sorted(names)}"
+            )
+        vals[s] = {m: np.asarray(values[s][m], dtype=np.float64) for m in names}
+    n = len(vals[baseline][names[0]])
+    ids = [str(i) for i in range(n)] if unit_ids is None else [str(u) for u in unit_ids]
+    bad = [(s, m) for s in systems for m in names if vals[s][m].shape != (len(ids),)]
+    if bad:
+        s, m = bad[0]
+        raise RankloopError(
+            f"values[{s!r}][{m!r}] has shape {vals[s][m].shape}, expected ({len(ids)},): one "
+            f"number per unit ({unit})"
+        )
+    others = [s for s in systems if s != baseline]
+
+    mean = {s: {m: float(vals[s][m].mean()) for m in names} for s in systems}
+    delta: dict[str, dict[str, float | None]] = {s: {} for s in systems}
+    pvalue: dict[str, dict[str, float | None]] = {s: {} for s in systems}
+    significant: dict[str, dict[str, bool]] = {s: {} for s in systems}
+    wins: dict[str, dict[str, int | None]] = {s: {} for s in systems}
+    losses: dict[str, dict[str, int | None]] = {s: {} for s in systems}
+    for m in names:
+        b = vals[baseline][m]
+        raw = [
+            paired_test(vals[s][m], b, test, n_resamples=n_resamples, random_state=random_state)
+            for s in others
+        ]
+        adjusted = correct_pvalues(raw, correction) if others else np.empty(0)
+        for s, p in zip(others, adjusted.tolist()):
+            delta[s][m] = mean[s][m] - mean[baseline][m]
+            pvalue[s][m] = p
+            significant[s][m] = p < alpha
+            wins[s][m] = int(np.count_nonzero(vals[s][m] > b))
+            losses[s][m] = int(np.count_nonzero(vals[s][m] < b))
+        delta[baseline][m] = pvalue[baseline][m] = wins[baseline][m] = losses[baseline][m] = None
+        significant[baseline][m] = False
+    return ComparisonTable(
+        systems=systems,
+        measures=names,
+        baseline=baseline,
+        test=test,
+        correction=correction,
+        alpha=alpha,
+        unit_ids=ids,
+        mean=mean,
+        delta=delta,
+        pvalue=pvalue,
+        significant=significant,
+        wins=wins,
+        losses=losses,
+        unit=unit,
+    )
+
+
 def compare(
     runs: Sequence[Run] | Mapping[str, Run],
     qrels: Qrels,
@@ -192,14 +312,7 @@ def compare(
     """
     named = _named(runs)
     systems = list(named)
-    if test not in TESTS:
-        raise RankloopError(f"unknown test {test!r}; choose one of {', '.join(TESTS)}")
-    if correction is not None and correction not in CORRECTIONS:
-        raise RankloopError(
-            f"unknown correction {correction!r}; choose None, 'holm' or 'bonferroni'"
-        )
-    if not 0 < alpha < 1:
-        raise RankloopError(f"alpha must lie in (0, 1), got {alpha}")
+    _check_settings(test, correction, alpha)
     if isinstance(baseline, int):
         if not -len(systems) <= baseline < len(systems):
             raise RankloopError(f"baseline index {baseline} out of range for {len(systems)} runs")
@@ -219,43 +332,14 @@ def compare(
         if not keep.any():
             raise RankloopError("no query is present in every run (try complete=True)")
     names = [m.name for m in ev.measures]
-    vals = {s: {m: results[s].values[m][keep] for m in names} for s in systems}
-    others = [s for s in systems if s != base]
-
-    mean = {s: {m: float(vals[s][m].mean()) for m in names} for s in systems}
-    delta: dict[str, dict[str, float | None]] = {s: {} for s in systems}
-    pvalue: dict[str, dict[str, float | None]] = {s: {} for s in systems}
-    significant: dict[str, dict[str, bool]] = {s: {} for s in systems}
-    wins: dict[str, dict[str, int | None]] = {s: {} for s in systems}
-    losses: dict[str, dict[str, int | None]] = {s: {} for s in systems}
-    for m in names:
-        b = vals[base][m]
-        raw = [
-            paired_test(vals[s][m], b, test, n_resamples=n_resamples, random_state=random_state)
-            for s in others
-        ]
-        adjusted = correct_pvalues(raw, correction) if others else np.empty(0)
-        for s, p in zip(others, adjusted.tolist()):
-            delta[s][m] = mean[s][m] - mean[base][m]
-            pvalue[s][m] = p
-            significant[s][m] = p < alpha
-            wins[s][m] = int(np.count_nonzero(vals[s][m] > b))
-            losses[s][m] = int(np.count_nonzero(vals[s][m] < b))
-        delta[base][m] = pvalue[base][m] = wins[base][m] = losses[base][m] = None
-        significant[base][m] = False
-    return ComparisonTable(
-        systems=systems,
-        measures=names,
-        baseline=base,
+    table = compare_values(
+        {s: {m: results[s].values[m][keep] for m in names} for s in systems},
+        base,
         test=test,
         correction=correction,
         alpha=alpha,
-        query_ids=[q for q, k in zip(qids, keep.tolist()) if k],
-        mean=mean,
-        delta=delta,
-        pvalue=pvalue,
-        significant=significant,
-        wins=wins,
-        losses=losses,
-        per_query=results,
+        unit_ids=[q for q, k in zip(qids, keep.tolist()) if k],
+        n_resamples=n_resamples,
+        random_state=random_state,
     )
+    return replace(table, per_query=results)

@@ -74,14 +74,14 @@ def fuse(
     method: str = "rrf",
     *,
     norm: str | None = None,
-    k: float = 60.0,
+    rrf_k: float = 60.0,
     weights: Sequence[float] | None = None,
     depth: int | None = None,
     name: str | None = None,
 ) -> Run:
     """Fuse runs into one over the union of their queries and docs.
 
-    - `rrf`: sum of w / (k + rank) (Cormack et al. 2009; k = 60);
+    - `rrf`: sum of w / (rrf_k + rank) (Cormack et al. 2009; rrf_k = 60);
     - `combsum`: sum of w * score; `combmnz`: combsum times the number of runs retrieving
       the doc (Fox & Shaw 1994). A doc missing from a run contributes 0 there.
     `norm` ("minmax", "zscore", "rank") normalises each run's scores per query first (CombSUM
@@ -97,8 +97,8 @@ def fuse(
         raise RankloopError("norm does not apply to rrf, which fuses ranks; use norm=None")
     if norm is not None and norm not in NORMS:
         raise RankloopError(f"unknown norm {norm!r}; choose None or one of {', '.join(NORMS)}")
-    if method == "rrf" and k < 0:
-        raise RankloopError(f"rrf k must be >= 0, got {k}")
+    if method == "rrf" and rrf_k < 0:
+        raise RankloopError(f"rrf_k must be >= 0, got {rrf_k}")
     if depth is not None and depth < 1:
         raise RankloopError(f"depth must be >= 1, got {depth}")
     w = np.ones(len(run_list)) if weights is None else np.asarray(weights, np.float64)
@@ -115,7 +115,7 @@ def fuse(
             top = rank <= depth
             qc, docs, scores, rank = qc[top], docs[top], scores[top], rank[top]
         if method == "rrf":
-            value = wi / (k + rank)
+            value = wi / (rrf_k + rank)
         else:
             value = wi * (scores if norm is None else normalize(qc, scores, rank, norm, nq))
         parts_q.append(qc)
@@ -142,4 +142,4 @@ def fuse(
     label = (
         name or f"{method}(" + ",".join(r.name or f"run{i}" for i, r in enumerate(run_list)) + ")"
     )
-    return Run(data, label, {"fusion": method, "norm": norm, "k": k, "depth": depth})
+    return Run(data, label, {"fusion": method, "norm": norm, "rrf_k": rrf_k, "depth": depth})

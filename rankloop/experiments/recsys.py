@@ -10,8 +10,12 @@
 4. for every seed, a fit with the tuned parameters on that seed's clicks and evaluation on the
    MAR test (the authors' protocol and the standard `rankloop.eval` measures), plus the
    authors' metric by item-popularity bucket;
-5. mean ± std over seeds, a paired test (over seeds) of each model against the baseline, fit
-   time per model; a table (Markdown, CSV), per-seed JSON, metrics JSON and a PNG.
+5. mean ± std over seeds, a paired test (over seeds, `rankloop.eval.compare_values`) of each
+   model against the baseline, fit time per model; a table (Markdown, CSV), per-seed JSON,
+   metrics JSON and a PNG.
+
+The models, baselines, propensity estimators and the MAR split come from `rankloop.recsys`; this
+module only reads the config, calls them, evaluates and writes.
 """
 
 from __future__ import annotations
@@ -19,49 +23,82 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from rankloop.errors import ConfigError, RankloopError
-from rankloop.experiments import (
+from rankloop._runtime import (
+    Count,
+    Probability,
+    Seed,
+    Seeds,
+    check_params,
+    check_registry_params,
     environment_info,
-    read_yaml_config,
+    parse_config,
+    read_yaml,
     write_run_record,
-    write_seeded_results,
 )
+from rankloop.data.interactions import Interactions
+from rankloop.errors import ConfigError, RankloopError
+from rankloop.experiments import write_seeded_results
 from rankloop.io import atomic_write
-from rankloop.recsys.interactions import Interactions
+from rankloop.recsys.propensity import PROPENSITY_ESTIMATORS
 
-MODEL_TYPES = ("wmf", "bpr", "expomf", "relmf", "ubpr", "popularity", "random")
-_NEEDS_PROPENSITY = ("relmf", "ubpr")
-_NOT_TUNED = ("popularity", "random")
+_MAX_GRID_POINTS = 100_000  # a grid larger than this is a typo, not an experiment
 
 
+# ---- the config ---------------------------------------------------------------------------------
 @dataclass
 class ModelSpec:
-    """One row of the table: a display name, a model type, fixed params and a tuning grid.
+    """One row of the table: a display name, a model type (a `RECOMMENDERS` name), fixed params
+    and a tuning grid.
 
     A grid key "a,b" sets both parameters a and b to each listed value (tied parameters).
+    Parameter names and value types are checked against the model's constructor at load, and
+    the grid may hold at most 100,000 points.
     """
 
     name: str
     type: str
     params: dict[str, Any] = field(default_factory=dict)
-    grid: dict[str, list[Any]] = field(default_factory=dict)
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.type not in MODEL_TYPES:
-            raise ConfigError(
-                f"model {self.name!r}: type must be one of {MODEL_TYPES}, got {self.type!r}"
-            )
+        from rankloop.recsys.models import RECOMMENDERS
+
+        what = f"model {self.name!r}"
+        if not self.name:
+            raise ConfigError("a model needs a non-empty name")
+        # random_state is the experiment's: the tuning seed, then each seed in turn
+        check_registry_params(
+            RECOMMENDERS, self.type, self.params, where_=what, reserved=("random_state",)
+        )
+        points = 1
         for key, values in self.grid.items():
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"model {self.name!r}: grid {key!r} must be a non-empty list")
+            names = [n.strip() for n in key.split(",")]
+            if not all(names):
+                raise ConfigError(f"{what}: grid key {key!r} names an empty parameter")
+            for value in values:
+                check_registry_params(
+                    RECOMMENDERS,
+                    self.type,
+                    dict.fromkeys(names, value),
+                    where_=f"{what}: grid {key!r}",
+                    reserved=("random_state",),
+                )
+            points *= len(values)
+            if points > _MAX_GRID_POINTS:
+                raise ConfigError(
+                    f"{what}: the grid has more than {_MAX_GRID_POINTS:,} points "
+                    f"(the product of its list lengths)"
+                )
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every parameter combination of the grid, merged over the fixed params."""
@@ -76,154 +113,115 @@ class ModelSpec:
         return points or [dict(self.params)]
 
 
+# The propensity functions behind `estimate_propensity`, and the arguments it passes itself.
+_PROPENSITY_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "popularity": ("popularity_propensity", ("clicks",)),
+    "naive_bayes": ("naive_bayes_propensity", ("mnar", "mar")),
+    "logistic": ("logistic_propensity", ("observed", "user_features", "item_features")),
+}
+_BUCKET_METRIC = re.compile(r"(DCG|Recall|MAP)@([0-9]+)")
+
+
 @dataclass
 class RecsysConfig:
-    """A recsys experiment, loadable from YAML (see configs/recsys_coat.yaml)."""
+    """A recsys experiment, loadable from YAML (see configs/recsys_coat.yaml); `from_yaml`
+    checks every key, type and bound before any work and names file:line on errors."""
 
     models: list[ModelSpec]
     name: str = "recsys"
-    dataset: str = "coat"
+    dataset: Literal["coat", "yahoo-r3"] = "coat"
     path: str | None = None
-    head_users: int | None = None
-    train_labels: str = "graded_bernoulli"
-    eps: float = 0.1
+    head_users: Count | None = None
+    train_labels: Literal["graded_bernoulli", "threshold"] = "graded_bernoulli"
+    eps: Probability = 0.1
     threshold: float = 4.0
-    relevance: str = "authors"
+    relevance: Literal["authors", "graded", "binary"] = "authors"
     propensity: dict[str, Any] = field(
         default_factory=lambda: {"estimator": "popularity", "eta": 0.5}
     )
-    seeds: list[int] = field(default_factory=lambda: list(range(10)))
-    ks: list[int] = field(default_factory=lambda: [1, 3, 5])
-    tune_seed: int = 0
-    val_fraction: float = 0.1
-    val_repeats: int = 1
-    val_negatives: int = 100
-    val_k: int = 5
+    seeds: Seeds = field(default_factory=lambda: list(range(10)))
+    ks: Annotated[list[Count], Field(min_length=1)] = field(default_factory=lambda: [1, 3, 5])
+    tune_random_state: Seed = 0
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    val_repeats: Annotated[int, Field(ge=1, le=1000)] = 1
+    val_negatives: Count = 100
+    val_k: Count = 5
     baseline: str = "WMF"
-    test: str = "t"
-    popularity_buckets: int = 4
+    test: Literal["t", "fisher", "bootstrap"] = "t"
+    popularity_buckets: Count = 4
     bucket_metric: str = "DCG@5"
     anchors: dict[str, float] = field(default_factory=dict)
     anchor_metric: str = "DCG@5"
     out: str = "runs/recsys"
 
     def __post_init__(self) -> None:
-        if self.dataset not in ("coat", "yahoo-r3"):
-            raise ConfigError(
-                f"dataset must be 'coat' or 'yahoo-r3' (the sets with a MAR test), got {self.dataset!r}"
-            )
-        if self.train_labels not in ("graded_bernoulli", "threshold"):
-            raise ConfigError(
-                f"train_labels must be 'graded_bernoulli' or 'threshold', got {self.train_labels!r}"
-            )
-        if self.relevance not in ("authors", "graded", "binary"):
-            raise ConfigError(
-                f"relevance must be 'authors', 'graded' or 'binary', got {self.relevance!r}"
-            )
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError("seeds must be a non-empty list of distinct integers")
+        if not self.models:
+            raise ConfigError("models must list at least one model")
+        if isinstance(self.seeds, int):  # `seeds: N` means 0..N-1
+            self.seeds = list(range(self.seeds))
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be distinct, got {self.seeds}")
+        for key in ("name", "out", "baseline"):
+            if not getattr(self, key):
+                raise ConfigError(f"{key} must be a non-empty string")
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ConfigError(f"model names must be unique, got {names}")
         if self.baseline not in names:
             raise ConfigError(f"baseline {self.baseline!r} is not one of the models {names}")
-        if self.propensity.get("estimator") not in (
-            "popularity",
-            "naive_bayes",
-            "logistic",
-            "shipped",
-        ):
+        unknown = [a for a in self.anchors if a not in names]
+        if unknown:
+            raise ConfigError(f"anchors name unknown models {unknown}; models: {names}")
+        m = _BUCKET_METRIC.fullmatch(self.bucket_metric)
+        if m is None or int(m.group(2)) not in self.ks:
             raise ConfigError(
-                "propensity.estimator must be popularity, naive_bayes, logistic or shipped, "
-                f"got {self.propensity.get('estimator')!r}"
+                f"bucket_metric must be DCG@k, Recall@k or MAP@k with k one of ks {self.ks}, "
+                f"got {self.bucket_metric!r}"
             )
-        if not isinstance(self.val_repeats, int) or self.val_repeats < 1:
-            raise ConfigError(f"val_repeats must be a positive int, got {self.val_repeats!r}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        self._check_propensity()
+
+    def _check_propensity(self) -> None:
+        from rankloop.recsys import propensity as prop
+
+        estimator = self.propensity.get("estimator")
+        if estimator not in PROPENSITY_ESTIMATORS:
+            raise ConfigError(
+                f"propensity.estimator must be one of {', '.join(PROPENSITY_ESTIMATORS)}, "
+                f"got {estimator!r}"
+            )
+        options = {k: v for k, v in self.propensity.items() if k != "estimator"}
+        if "mar_fraction" in options:
+            frac = options.pop("mar_fraction")
+            if estimator != "naive_bayes":
+                raise ConfigError(
+                    "propensity.mar_fraction applies to the naive_bayes estimator only"
+                )
+            if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
+                raise ConfigError(f"propensity.mar_fraction must be in (0, 1), got {frac!r}")
+        if estimator == "shipped":
+            if options:
+                raise ConfigError(
+                    f"the shipped propensities take no options, got {sorted(options)}"
+                )
+            return
+        func, passed = _PROPENSITY_OPTIONS[estimator]
+        check_params(
+            getattr(prop, func),
+            options,
+            f"propensity {estimator!r}",
+            where_="propensity",
+            skip=passed,
+        )
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "<config>") -> RecsysConfig:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: expected a mapping at the top level")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown keys {unknown}; known: {sorted(known)}")
-        if "models" not in raw or not raw["models"]:
-            raise ConfigError(f"{source}: 'models' must list at least one model")
-        data = dict(raw)
-        if isinstance(data.get("seeds"), int):
-            data["seeds"] = list(range(data["seeds"]))
-        models = []
-        for m in data.pop("models"):
-            if (
-                not isinstance(m, dict)
-                or not {"name", "type"} <= set(m)
-                or set(m) - {"name", "type", "params", "grid"}
-            ):
-                raise ConfigError(
-                    f"{source}: each model needs name and type (and optional params, grid): {m!r}"
-                )
-            models.append(ModelSpec(**m))
-        try:
-            return cls(models=models, **data)
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from None
+    def from_dict(cls, raw: dict[str, Any]) -> RecsysConfig:
+        """A config from a mapping (a `read_yaml` result keeps file:line for errors)."""
+        return parse_config(cls, raw)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RecsysConfig:
-        return cls.from_dict(read_yaml_config(path), str(path))
-
-
-# ---- reference scorers ------------------------------------------------------------------
-class PopularityScorer:
-    """Scores every user's items by MNAR training popularity (number of clicks)."""
-
-    def fit(self, clicks: Interactions) -> PopularityScorer:
-        self.counts_ = clicks.item_counts().astype(np.float64)
-        return self
-
-    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return self.counts_[np.asarray(items)]
-
-
-class RandomScorer:
-    """Uniformly random scores (seeded): the level any model must beat."""
-
-    def __init__(self, random_state: int = 0) -> None:
-        self.random_state = random_state
-
-    def fit(self, clicks: Interactions) -> RandomScorer:
-        self.rng_ = np.random.default_rng(self.random_state)
-        return self
-
-    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return self.rng_.random(np.asarray(users).shape)
-
-
-def _make(spec_type: str, params: dict[str, Any], seed: int):
-    from rankloop.recsys.baselines import BPR, WMF
-    from rankloop.recsys.expomf import ExpoMF
-    from rankloop.recsys.relmf import RelMF
-    from rankloop.recsys.ubpr import UBPR
-
-    classes = {"wmf": WMF, "bpr": BPR, "expomf": ExpoMF, "relmf": RelMF, "ubpr": UBPR}
-    if spec_type == "popularity":
-        return PopularityScorer()
-    if spec_type == "random":
-        return RandomScorer(random_state=seed)
-    try:
-        return classes[spec_type](**{**params, "random_state": seed})
-    except TypeError as e:
-        raise ConfigError(f"{spec_type}: bad parameter ({e})") from None
-
-
-def _fit(model, spec_type: str, clicks: Interactions, propensity) -> None:
-    if spec_type in _NEEDS_PROPENSITY:
-        model.fit(clicks, propensity=propensity)
-    else:
-        model.fit(clicks)
+        """The config of a YAML file (see configs/recsys_coat.yaml)."""
+        return cls.from_dict(read_yaml(path))
 
 
 # ---- data, labels, propensities ---------------------------------------------------------
@@ -242,61 +240,6 @@ def _clicks(config: RecsysConfig, train: Interactions, seed: int) -> Interaction
     if config.train_labels == "graded_bernoulli":
         return train.sample_clicks(config.eps, random_state=seed)
     return train.binarize(config.threshold)
-
-
-def _carve_mar_sample(
-    test: Interactions, fraction: float, seed: int
-) -> tuple[Interactions, Interactions]:
-    """Split MAR test users into (sample for propensity estimation, users kept for evaluation)."""
-    rng = np.random.default_rng(seed)
-    users = np.flatnonzero(test.user_counts())
-    chosen = np.zeros(test.n_users, bool)
-    chosen[rng.choice(users, max(1, round(fraction * len(users))), replace=False)] = True
-    keep = np.repeat(chosen, test.user_counts())
-    u, i, r = test.to_triples()
-
-    def part(mask: np.ndarray) -> Interactions:
-        return Interactions.from_triples(
-            users=u[mask],
-            items=i[mask],
-            values=r[mask],
-            n_users=test.n_users,
-            n_items=test.n_items,
-            kind="explicit",
-            user_ids=test.user_ids,
-            item_ids=test.item_ids,
-            name=test.name,
-        )
-
-    return part(keep), part(~keep)
-
-
-def _propensity(config: RecsysConfig, data, clicks: Interactions, mar_sample: Interactions | None):
-    from rankloop.recsys import propensity as P
-
-    opts = {k: v for k, v in config.propensity.items() if k not in ("estimator", "mar_fraction")}
-    est = config.propensity["estimator"]
-    try:
-        if est == "popularity":
-            return P.popularity_propensity(clicks, **opts)
-        if est == "naive_bayes":
-            return P.naive_bayes_propensity(data.train, mar_sample, **opts)
-        if est == "logistic":
-            if data.user_features is None:
-                raise RankloopError(
-                    f"{config.dataset} ships no user/item features for the logistic estimator"
-                )
-            return P.logistic_propensity(
-                data.train,
-                user_features=data.user_features,
-                item_features=data.item_features,
-                **opts,
-            )
-    except TypeError as e:
-        raise ConfigError(f"propensity {est}: bad option ({e})") from None
-    if data.shipped_propensities is None:
-        raise RankloopError(f"{config.dataset} ships no propensities")
-    return data.shipped_propensities
 
 
 # ---- the run ----------------------------------------------------------------------------
@@ -343,6 +286,7 @@ class RecsysResult:
         return "\n".join(lines)
 
     def table_csv(self) -> str:
+        """The summary as CSV: mean and std over seeds of every metric, and the fit time."""
         buf = io.StringIO()
         metrics = sorted(
             {
@@ -367,6 +311,7 @@ class RecsysResult:
         return buf.getvalue()
 
     def protocol_text(self) -> str:
+        """The protocol (data, labels, tuning, seeds, tests) as a Markdown bullet list."""
         p = self.protocol
         return "\n".join(f"- {k}: {v}" for k, v in p.items())
 
@@ -378,7 +323,7 @@ def _log(msg: str, verbose: bool) -> None:
 
 def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
     """Run the experiment described by `config` and return its results (nothing is written)."""
-    from rankloop.eval.significance import paired_test
+    from rankloop.eval import compare_values
     from rankloop.recsys.evaluate import (
         RELEVANCE_NOTES,
         evaluate_authors,
@@ -386,32 +331,42 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
         standard_metrics,
         unbiased_dcg,
     )
+    from rankloop.recsys.models import fit_recommender, make_recommender
+    from rankloop.recsys.propensity import estimate_propensity
 
     data = _load(config)
     test = data.test
     mar_sample = None
     if config.propensity["estimator"] == "naive_bayes":
         frac = float(config.propensity.get("mar_fraction", 0.05))
-        mar_sample, test = _carve_mar_sample(test, frac, config.tune_seed)
+        mar_sample, test = test.split_users(frac, random_state=config.tune_random_state)
     ks = tuple(config.ks)
+    estimator = config.propensity["estimator"]
+    options = {k: v for k, v in config.propensity.items() if k not in ("estimator", "mar_fraction")}
+
+    def propensity(clicks: Interactions) -> Any:
+        return estimate_propensity(estimator, data, clicks, mar_sample=mar_sample, **options)
 
     # 1. tuning on the tuning seed's MNAR clicks only
     tuning: dict[str, dict[str, Any]] = {}
-    clicks0 = _clicks(config, data.train, config.tune_seed)
+    clicks0 = _clicks(config, data.train, config.tune_random_state)
     splits = []
     for r in range(config.val_repeats):
         tr, va = clicks0.split(
-            config.val_fraction, random_state=np.random.default_rng([config.tune_seed, r])
+            config.val_fraction, random_state=np.random.default_rng([config.tune_random_state, r])
         )
-        splits.append((tr, va, _propensity(config, data, tr, mar_sample)))
+        splits.append((tr, va, propensity(tr)))
     for spec in config.models:
-        points = spec.grid_points() if spec.type not in _NOT_TUNED else [dict(spec.params)]
+        where = f"model {spec.name!r}"
+        points = spec.grid_points()
         scores = []
         for params in points:
             vals = []
             for tr, va, prop_tr in splits:
-                model = _make(spec.type, params, config.tune_seed)
-                _fit(model, spec.type, tr, prop_tr)
+                model = make_recommender(
+                    spec.type, params, random_state=config.tune_random_state, where=where
+                )
+                fit_recommender(model, tr, prop_tr)
                 vals.append(
                     unbiased_dcg(
                         model,
@@ -420,7 +375,7 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
                         prop_tr,
                         k=config.val_k,
                         n_negatives=config.val_negatives,
-                        random_state=config.tune_seed,
+                        random_state=config.tune_random_state,
                     )
                 )
             scores.append(float(np.mean(vals)))
@@ -442,12 +397,12 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
     protocol: dict[str, Any] = {}
     for seed in config.seeds:
         clicks = _clicks(config, data.train, seed)
-        prop = _propensity(config, data, clicks, mar_sample)
+        prop = propensity(clicks)
         row: dict[str, dict[str, Any]] = {}
         for spec in config.models:
-            model = _make(spec.type, tuning[spec.name]["best_params"], seed)
+            model = make_recommender(spec.type, tuning[spec.name]["best_params"], random_state=seed)
             t0 = time.perf_counter()
-            _fit(model, spec.type, clicks, prop)
+            fit_recommender(model, clicks, prop)
             fit_s = time.perf_counter() - t0
             a = evaluate_authors(
                 model, test, ks=ks, relevance=config.relevance, threshold=config.threshold
@@ -491,7 +446,7 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
                 "tuning": f"grid search on SNIPS-DCG@{config.val_k} "
                 f"({config.propensity['estimator']}-propensity weighted, "
                 f"{config.val_negatives} sampled negatives) averaged over {config.val_repeats} random "
-                f"{config.val_fraction:.0%} validation splits of seed {config.tune_seed}'s MNAR clicks; "
+                f"{config.val_fraction:.0%} validation splits of seed {config.tune_random_state}'s MNAR clicks; "
                 + (
                     "MAR test unused"
                     if mar_sample is None
@@ -511,25 +466,32 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
             verbose,
         )
 
-    # 3. summary
+    # 3. summary: the seeds are the paired units of the tests against the baseline
     first = per_seed[str(config.seeds[0])][config.baseline]
     metric_names = [m for m, v in first.items() if isinstance(v, float) and m != "fit_seconds"]
-    summary = []
-    for spec in config.models:
-        vals = {
+    values = {
+        spec.name: {
             m: np.array([per_seed[str(s)][spec.name][m] for s in config.seeds])
             for m in metric_names
         }
-        base = {
-            m: np.array([per_seed[str(s)][config.baseline][m] for s in config.seeds])
-            for m in metric_names
+        for spec in config.models
+    }
+    table = None
+    if len(config.seeds) >= 2:
+        table = compare_values(
+            values,
+            config.baseline,
+            test=config.test,
+            unit_ids=[str(s) for s in config.seeds],
+            random_state=0,
+            unit="seeds",
+        )
+    summary = []
+    for spec in config.models:
+        vals = values[spec.name]
+        pvals: dict[str, float | None] = {
+            m: None if table is None else table.pvalue[spec.name][m] for m in metric_names
         }
-        pvals: dict[str, float | None] = {}
-        for m in metric_names:
-            if spec.name == config.baseline or len(config.seeds) < 2:
-                pvals[m] = None
-            else:
-                pvals[m] = paired_test(vals[m], base[m], config.test, random_state=0)
         buckets = np.array([per_seed[str(s)][spec.name]["by_bucket"] for s in config.seeds])
         summary.append(
             {

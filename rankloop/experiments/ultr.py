@@ -12,8 +12,8 @@
    queries' top-k and score nDCG@10 with the true test qrels (every judged test query counts,
    as trec_eval -c); a full-information model is trained on the true train grades per seed;
 4. mean ± std over seeds, the share of the Naive -> full-information gap each estimator closes,
-   a paired t-test over seeds against Naive; a Markdown/CSV table, JSON and a PNG of nDCG@10
-   against the number of sessions.
+   a paired t-test over seeds against Naive (`rankloop.eval.compare_values`); a Markdown/CSV
+   table, JSON and a PNG of nDCG@10 against the number of sessions.
 
 IPS uses the true PBM propensities (`propensity: true`, PBM only) or propensities estimated from a
 separate result-randomisation log (`propensity: swap`) of as many sessions as the click log.
@@ -25,103 +25,212 @@ import csv
 import hashlib
 import io
 import json
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict
 
-from rankloop.errors import ConfigError, RankloopError
-from rankloop.experiments import (
+from rankloop._runtime import (
+    Count,
+    Probability,
+    Seeds,
+    Threads,
+    cache_dir,
+    check_params,
+    check_registry_params,
     environment_info,
-    read_yaml_config,
+    parse_config,
+    read_yaml,
     write_run_record,
-    write_seeded_results,
 )
+from rankloop.clicks.models import MODELS
+from rankloop.errors import ConfigError, RankloopError
+from rankloop.experiments import write_seeded_results
 from rankloop.io import atomic_write
 from rankloop.rerank.ltr.features import LtrData, build_features, concat_ltr
 
-ESTIMATOR_TYPES = ("naive", "ips", "dla", "rem", "pairdebias", "two_tower")
 SIGNALS = ("dense", "rm3")
 LOGGING_RANKERS = ("bm25", "dense")
 MEASURE = "ndcg_cut_10"
 FULL_INFO = "Full information"
 LOGGING = "Logging ranker"
 _CACHE_VERSION = 1
+# The `train:` keys the rankers take (the rest of `rankloop.rerank.ltr.train.Ranker`'s
+# parameters come from other keys of the config).
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay")
+# torch devices a config may name
+_DEVICE = Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")]
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
+
+
+@with_config(_STRICT)
+class BM25Params(TypedDict, total=False):
+    """`bm25:` of the config (the logging ranker's and the RM3 run's BM25)."""
+
+    k1: Annotated[float, Field(ge=0.0)]
+    b: Probability
+
+
+@with_config(_STRICT)
+class RM3Params(TypedDict, total=False):
+    """`rm3:` of the config (pyserini's `set_rm3`)."""
+
+    fb_terms: Count
+    fb_docs: Count
+    original_query_weight: Probability
+
+
+@with_config(_STRICT)
+class TrainParams(TypedDict, total=False):
+    """`train:` of the config: what every ranker and estimator trains with."""
+
+    epochs: Count
+    batch_size: Count | None
+    lr: Annotated[float, Field(gt=0.0)]
+    weight_decay: Annotated[float, Field(ge=0.0)]
+
+
+@with_config(_STRICT)
+class GoalParams(TypedDict, total=False):
+    """`goal:` of the config: the gap `closure` one of `estimators` must reach."""
+
+    click_model: str
+    sessions: Count
+    estimators: Annotated[list[str], Field(min_length=1)]
+    closure: float
 
 
 @dataclass
 class ClickSpec:
-    """One click setting: a display name, a `rankloop.clicks` model name and its parameters."""
+    """One click setting: a display name, a `rankloop.clicks` model name and its parameters
+    (checked against the model's constructor at load; `eps` and `max_grade` are the config's)."""
 
     name: str
     model: str
     params: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("a click model needs a non-empty name")
+        check_registry_params(
+            MODELS,
+            self.model.lower(),
+            self.params,
+            where_=f"click model {self.name!r}",
+            reserved=("eps", "max_grade"),
+        )
+
 
 @dataclass
 class EstimatorSpec:
-    """One estimator row: a display name, a type, its parameters and (IPS) the propensity source."""
+    """One estimator row: a display name, a type (an `ESTIMATORS` name of
+    `rankloop.rerank.ltr.ultr`), its parameters and (IPS) the propensity source. The
+    parameters (the estimator's own and the ranker's, e.g. `loss`, `epochs`) are checked
+    against the constructors at load."""
 
     name: str
     type: str
     params: dict[str, Any] = field(default_factory=dict)
-    propensity: str | None = None
+    propensity: Literal["true", "swap"] | None = None
 
     def __post_init__(self) -> None:
-        if self.type not in ESTIMATOR_TYPES:
-            raise ConfigError(
-                f"estimator {self.name!r}: type must be one of {ESTIMATOR_TYPES}, got {self.type!r}"
-            )
+        from rankloop.rerank.ltr.losses import LOSSES
+        from rankloop.rerank.ltr.ultr import ESTIMATORS
+
+        what = f"estimator {self.name!r}"
+        if not self.name:
+            raise ConfigError("an estimator needs a non-empty name")
+        # propensities are the experiment's (true or swap), random_state each seed in turn
+        check_registry_params(
+            ESTIMATORS,
+            self.type,
+            self.params,
+            where_=what,
+            reserved=("propensities", "random_state"),
+        )
+        if "loss" in self.params:
+            LOSSES.get(self.params["loss"], where=f"{what}: loss")
+        if "device" in self.params:
+            _check_device(self.params["device"], f"{what}: device")
         if self.type == "ips" and self.propensity not in ("true", "swap"):
-            raise ConfigError(
-                f"estimator {self.name!r}: IPS needs propensity 'true' (PBM only) or 'swap'"
-            )
+            raise ConfigError(f"{what}: IPS needs propensity 'true' (PBM only) or 'swap'")
         if self.type != "ips" and self.propensity is not None:
-            raise ConfigError(f"estimator {self.name!r}: only IPS takes a propensity source")
+            raise ConfigError(f"{what}: only IPS takes a propensity source")
+
+
+def _check_device(device: Any, what: str) -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(_DEVICE | None).validate_python(device, strict=True)
+    except ValidationError:
+        raise ConfigError(f"{what} must be auto, cpu, mps or cuda[:N], got {device!r}") from None
+
+
+def _check_scorer(model: str, params: dict[str, Any], what: str) -> None:
+    """The scorer `model` (`rankloop.rerank.ltr.models.SCORERS`) and its `params`."""
+    from rankloop.rerank.ltr.models import SCORERS
+
+    if model not in SCORERS:
+        raise ConfigError(f"{what}: model must be one of {', '.join(SCORERS)}, got {model!r}")
+    check_params(SCORERS[model], params, f"scorer {model!r}", where_=what, skip=("n_features",))
 
 
 @dataclass
 class UltrConfig:
-    """The ULTR experiment, loadable from YAML (see configs/ultr_semisynthetic.yaml)."""
+    """The ULTR experiment, loadable from YAML (see configs/ultr_semisynthetic.yaml); `from_yaml`
+    checks every key, type and bound before any work and names file:line on errors."""
 
     click_models: list[ClickSpec]
     estimators: list[EstimatorSpec]
     name: str = "ultr"
-    datasets: list[str] = field(default_factory=lambda: ["scifact", "nfcorpus"])
+    datasets: Annotated[list[str], Field(min_length=1)] = field(
+        default_factory=lambda: ["scifact", "nfcorpus"]
+    )
     train_split: str = "train"
     test_split: str = "test"
-    k: int = 10
-    logging_ranker: str = "bm25"
-    signals: list[str] = field(default_factory=lambda: ["dense", "rm3"])
-    signal_k: int = 100
+    k: Annotated[int, Field(ge=2, le=10_000)] = 10
+    logging_ranker: Literal["bm25", "dense"] = "bm25"
+    signals: list[Literal["dense", "rm3"]] = field(default_factory=lambda: ["dense", "rm3"])
+    signal_k: Count = 100
     exclude_features: list[str] = field(default_factory=list)
-    bm25: dict[str, float] = field(default_factory=lambda: {"k1": 0.9, "b": 0.4})
-    rm3: dict[str, Any] = field(
+    bm25: BM25Params = field(default_factory=lambda: {"k1": 0.9, "b": 0.4})
+    rm3: RM3Params = field(
         default_factory=lambda: {"fb_terms": 10, "fb_docs": 10, "original_query_weight": 0.5}
     )
-    eps: float = 0.1
-    max_grade: int = 2
-    sessions: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])
-    seeds: list[int] = field(default_factory=lambda: list(range(5)))
+    eps: Probability = 0.1
+    max_grade: Annotated[int, Field(ge=1, le=100)] = 2
+    sessions: Annotated[list[Count], Field(min_length=1)] = field(
+        default_factory=lambda: [10_000, 100_000, 1_000_000]
+    )
+    seeds: Seeds = field(default_factory=lambda: list(range(5)))
     model: str = "linear"
     model_params: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(
+    train: TrainParams = field(
         default_factory=lambda: {"epochs": 40, "batch_size": 512, "lr": 0.02, "weight_decay": 0.0}
     )
     full_info_loss: str = "listnet"
-    swap_design: str = "swap-first"
+    swap_design: Literal["swap-first", "adjacent", "random-pair"] = "swap-first"
     baseline: str = "Naive"
-    goal: dict[str, Any] = field(default_factory=dict)
+    goal: GoalParams = field(default_factory=dict)  # type: ignore[assignment]
     cache: str | None = None
     out: str = "runs/ultr"
-    device: str = "auto"
-    threads: int = 1
+    device: _DEVICE = "auto"
+    threads: Threads = 1
+    max_queries: Count | None = None  # the first N train and N test queries per set (smoke runs)
 
     def __post_init__(self) -> None:
+        from rankloop.rerank.ltr.losses import LOSSES
+
+        if isinstance(self.seeds, int):  # `seeds: N` means 0..N-1
+            self.seeds = list(range(self.seeds))
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be distinct, got {self.seeds}")
         if not self.click_models or not self.estimators:
             raise ConfigError("click_models and estimators must each list at least one entry")
         for what, names in (
@@ -130,55 +239,71 @@ class UltrConfig:
         ):
             if len(set(names)) != len(names):
                 raise ConfigError(f"{what} names must be unique, got {names}")
-        if self.baseline not in [e.name for e in self.estimators]:
+        estimators = [e.name for e in self.estimators]
+        if self.baseline not in estimators:
             raise ConfigError(f"baseline {self.baseline!r} is not one of the estimators")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError("seeds must be a non-empty list of distinct integers")
-        if not self.sessions or any(not isinstance(n, int) or n < 1 for n in self.sessions):
-            raise ConfigError(f"sessions must be positive integers, got {self.sessions}")
-        if self.logging_ranker not in LOGGING_RANKERS:
-            raise ConfigError(f"logging_ranker must be one of {LOGGING_RANKERS}")
-        bad = [s for s in self.signals if s not in SIGNALS or s == self.logging_ranker]
+        bad = [s for s in self.signals if s == self.logging_ranker]
         if bad:
             raise ConfigError(
                 f"signals must be among {SIGNALS} and differ from the logging ranker, got {bad}"
             )
-        if self.k < 2 or self.signal_k < 1 or self.threads < 1:
-            raise ConfigError("k must be >= 2, signal_k and threads >= 1")
-        if self.max_grade < 1 or not 0.0 <= self.eps <= 1.0:
-            raise ConfigError("max_grade must be >= 1 and eps in [0, 1]")
-        unknown = set(self.train) - {"epochs", "batch_size", "lr", "weight_decay"}
-        if unknown:
-            raise ConfigError(f"train: unknown keys {sorted(unknown)}")
-        if self.goal and not {"click_model", "sessions", "estimators", "closure"} <= set(self.goal):
-            raise ConfigError("goal needs click_model, sessions, estimators and closure")
+        for key in ("name", "out", "train_split", "test_split"):
+            if not getattr(self, key):
+                raise ConfigError(f"{key} must be a non-empty string")
+        if not all(self.datasets):
+            raise ConfigError(f"datasets must be non-empty names, got {self.datasets}")
+        LOSSES.get(self.full_info_loss, where="full_info_loss")
+        _check_scorer(self.model, self.model_params, "model_params")
+        for e in self.estimators:
+            if "model" in e.params or "model_params" in e.params:
+                _check_scorer(
+                    e.params.get("model", self.model),
+                    e.params.get("model_params") or {},
+                    f"estimator {e.name!r}",
+                )
+        for c in self.click_models:
+            exam = c.params.get("examination")
+            if c.model.lower() == "pbm" and exam is not None:
+                flat = all(isinstance(x, (int, float)) for x in exam)
+                if not flat or len(exam) < self.k or not all(0.0 < x <= 1.0 for x in exam):
+                    raise ConfigError(
+                        f"click model {c.name!r}: examination must list at least k={self.k} "
+                        f"probabilities in (0, 1], got {exam}"
+                    )
+        if self.goal:
+            missing = [k for k in GoalParams.__annotations__ if k not in self.goal]
+            if missing:
+                raise ConfigError(
+                    f"goal needs click_model, sessions, estimators and closure (missing {missing})"
+                )
+            if self.goal["click_model"] not in [c.name for c in self.click_models]:
+                raise ConfigError(
+                    f"goal.click_model {self.goal['click_model']!r} is not one of the click models"
+                )
+            unknown = [e for e in self.goal["estimators"] if e not in estimators]
+            if unknown:
+                raise ConfigError(f"goal.estimators names unknown estimators {unknown}")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "<config>") -> UltrConfig:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: expected a mapping at the top level")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown keys {unknown}; known: {sorted(known)}")
-        data = dict(raw)
-        if isinstance(data.get("seeds"), int):
-            data["seeds"] = list(range(data["seeds"]))
-        try:
-            clicks = [ClickSpec(**c) for c in data.pop("click_models", [])]
-            ests = [EstimatorSpec(**e) for e in data.pop("estimators", [])]
-            return cls(click_models=clicks, estimators=ests, **data)
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from None
+    def from_dict(cls, raw: dict[str, Any]) -> UltrConfig:
+        """A config from a mapping (a `read_yaml` result keeps file:line for errors)."""
+        return parse_config(cls, raw)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> UltrConfig:
-        return cls.from_dict(read_yaml_config(path), str(path))
+        """The config of a YAML file (see configs/ultr_semisynthetic.yaml)."""
+        return cls.from_dict(read_yaml(path))
 
     def quick(self) -> UltrConfig:
-        """A smoke-test variant: one click model (the goal's, if set), 2 seeds, 10^3 and 10^4
-        sessions, at most 10 epochs."""
+        """A smoke-test variant that runs in about a minute on 2 cores: the first data set, its
+        first 200 train and test queries, no dense signal (no corpus encoding), one click model
+        (the goal's, if set), 2 seeds, 10^3 and 10^4 sessions, at most 10 epochs."""
         cfg = UltrConfig.from_dict(asdict(self))
+        cfg.datasets = cfg.datasets[:1]
+        cfg.max_queries = min(cfg.max_queries or 200, 200)
+        cfg.signals = [s for s in cfg.signals if s != "dense"]
+        if cfg.logging_ranker == "dense":
+            cfg.logging_ranker = "bm25"
         goal_model = [c for c in cfg.click_models if c.name == cfg.goal.get("click_model")]
         cfg.click_models = goal_model or cfg.click_models[:1]
         cfg.seeds = cfg.seeds[:2]
@@ -191,11 +316,9 @@ class UltrConfig:
 
 
 # ---- features (cached) --------------------------------------------------------------------
-def _cache_root(config: UltrConfig) -> Path:
-    if config.cache:
-        return Path(config.cache).expanduser()
-    root = os.environ.get("RANKLOOP_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "rankloop") / "ultr"
+def _feature_dir(config: UltrConfig) -> Path:
+    """Where the feature cache lives: the config's `cache`, else `$RANKLOOP_CACHE/ultr`."""
+    return Path(config.cache).expanduser() if config.cache else cache_dir("ultr")
 
 
 def _feature_key(config: UltrConfig, dataset: str) -> str:
@@ -209,6 +332,7 @@ def _feature_key(config: UltrConfig, dataset: str) -> str:
         "signal_k": config.signal_k,
         "bm25": config.bm25,
         "rm3": config.rm3,
+        "max_queries": config.max_queries,
     }
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     return f"{dataset}-{digest}"
@@ -254,7 +378,7 @@ def _dataset_features(
     from rankloop.data import load
     from rankloop.data.types import Queries, Run
 
-    root = _cache_root(config)
+    root = _feature_dir(config)
     key = _feature_key(config, dataset)
     train_path, test_path = root / f"{key}.train.npz", root / f"{key}.test.npz"
     train, test = _load_ltr(train_path), _load_ltr(test_path)
@@ -264,6 +388,12 @@ def _dataset_features(
     t0 = time.perf_counter()
     tr = load(dataset, split=config.train_split)
     te = load(dataset, split=config.test_split)
+    if config.max_queries is not None:
+        tr, te = (
+            replace(d, queries=d.queries.subset(d.queries.ids[: config.max_queries]),
+                    qrels=d.qrels.subset(d.queries.ids[: config.max_queries]))
+            for d in (tr, te)
+        )  # fmt: skip
     corpus = tr.corpus
     ids = list(dict.fromkeys([*tr.queries.ids, *te.queries.ids]))
     text = {**dict(tr.queries.items()), **dict(te.queries.items())}
@@ -273,16 +403,12 @@ def _dataset_features(
     if need_bm25:
         from rankloop.retrieval.sparse import BM25Retriever
 
-        index_dir = root / f"bm25-{dataset}-{corpus.checksum()[:12]}"
-        if (index_dir / "retriever.json").exists():
-            bm25 = BM25Retriever(index_dir, **config.bm25)
-        else:
-            bm25 = BM25Retriever.build(corpus, index_dir, **config.bm25, show_progress=False)
+        bm25 = BM25Retriever.cached(corpus, **config.bm25)
         log(f"{dataset}: BM25 search for {len(queries)} queries")
         runs["bm25"] = bm25.search(queries, max(config.k, config.signal_k))
         bm25.close()
         if "rm3" in config.signals:
-            rm3 = BM25Retriever(index_dir, **config.bm25, rm3=config.rm3)
+            rm3 = BM25Retriever.cached(corpus, **config.bm25, rm3=config.rm3)
             log(f"{dataset}: BM25+RM3 search")
             runs["rm3"] = rm3.search(queries, config.signal_k)
             rm3.close()
@@ -323,7 +449,11 @@ def prepare_data(config: UltrConfig, log: Any = print) -> tuple[LtrData, LtrData
         tr, te, _ = _dataset_features(config, ds, log)
         trains.append(_prefixed(tr, ds))
         tests.append(_prefixed(te, ds))
-        for q, docs in load(ds, split=config.test_split).qrels.data.items():
+        test_split = load(ds, split=config.test_split)
+        test_qrels = test_split.qrels
+        if config.max_queries is not None:  # the same first N queries the features hold
+            test_qrels = test_qrels.subset(test_split.queries.ids[: config.max_queries])
+        for q, docs in test_qrels.data.items():
             qrels[f"{ds}/{q}"] = {f"{ds}/{d}": g for d, g in docs.items()}
     train, test = concat_ltr(trains), concat_ltr(tests)
     if config.exclude_features:
@@ -440,7 +570,7 @@ class UltrResult:
 
 def _propensity_true(spec: ClickSpec, k: int) -> np.ndarray | None:
     """True examination per rank (relative to rank 1) for a PBM setting, else None."""
-    from rankloop.clicks.simulate import pbm_examination
+    from rankloop.clicks.probabilities import pbm_examination
 
     if spec.model.lower() != "pbm":
         return None
@@ -632,8 +762,9 @@ def run_ultr(config: UltrConfig, *, verbose: bool = True) -> UltrResult:
 def _summarise(
     config: UltrConfig, records: list[dict[str, Any]], references: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Mean ± std per (click model, sessions, estimator), gap closed and a paired t-test vs baseline."""
-    from rankloop.eval import paired_t_test
+    """Mean ± std per (click model, sessions, estimator), gap closed and a paired t-test over
+    seeds vs the baseline (`rankloop.eval.compare_values`, the seeds being the paired units)."""
+    from rankloop.eval import compare_values
 
     full = references["full_information"]["mean"]
     cells: dict[tuple[str, int, str], dict[int, dict[str, Any]]] = {}
@@ -651,7 +782,14 @@ def _summarise(
         )
         p = None
         if est != config.baseline and base_vals.size == vals.size and vals.size > 1:
-            p = paired_t_test(vals, base_vals)
+            table = compare_values(
+                {est: {MEASURE: vals}, config.baseline: {MEASURE: base_vals}},
+                config.baseline,
+                test="t",
+                unit_ids=[str(s) for s in seeds],
+                unit="seeds",
+            )
+            p = table.pvalue[est][MEASURE]
         rows.append(
             {
                 "click_model": cm,

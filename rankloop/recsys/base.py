@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
-from rankloop.recsys.interactions import Interactions
 
 
 def _rows(x: np.ndarray | list[int] | int, n: int, what: str) -> np.ndarray:

@@ -1,18 +1,19 @@
-"""WMF (ALS) and BPR baselines: thin wrappers around the `implicit` library, not re-implementations.
+"""Baselines: WMF (ALS) and BPR through `implicit`, and the popularity and random reference scorers.
 
-The wrappers add only what `implicit` lacks: an `Interactions` input whose orientation is
-checked (implicit 0.7 wants user_items; older versions wanted item_users), a seeded and
-single-threaded default so results reproduce bit for bit, and recommendation through the
-shared `VectorIndex`.
+WMF and BPR are thin wrappers around the `implicit` library, not re-implementations. The
+wrappers add only what `implicit` lacks: an `Interactions` input whose orientation is checked
+(implicit 0.7 wants user_items; older versions wanted item_users), a seeded and single-threaded
+default so results reproduce bit for bit, and recommendation through the shared `VectorIndex`.
+`PopularityScorer` and `RandomScorer` are the levels every model of a table must beat.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
 from rankloop.recsys.base import FactorRecommender
-from rankloop.recsys.interactions import Interactions
 
 
 def _check_implicit_input(interactions: Interactions) -> None:
@@ -122,3 +123,32 @@ class BPR(FactorRecommender):
             np.asarray(model.user_factors), np.asarray(model.item_factors), interactions
         )
         return self
+
+
+class PopularityScorer:
+    """Scores every user's items by training popularity (number of users with a stored entry)."""
+
+    def fit(self, clicks: Interactions) -> PopularityScorer:
+        """Count each item's users in `clicks`; returns self."""
+        self.counts_ = clicks.item_counts().astype(np.float64)
+        return self
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The popularity of each item (the same for every user)."""
+        return self.counts_[np.asarray(items)]
+
+
+class RandomScorer:
+    """Uniformly random scores, seeded by `random_state`: the level any model must beat."""
+
+    def __init__(self, random_state: int = 0) -> None:
+        self.random_state = random_state
+
+    def fit(self, clicks: Interactions) -> RandomScorer:
+        """Start the seeded score stream (the data is not used); returns self."""
+        self.rng_ = np.random.default_rng(self.random_state)
+        return self
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """One fresh uniform score per (user, item) pair."""
+        return self.rng_.random(np.asarray(users).shape)

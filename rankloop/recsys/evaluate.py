@@ -23,8 +23,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from rankloop.data.interactions import Interactions, graded_relevance
 from rankloop.errors import RankloopError
-from rankloop.recsys.interactions import Interactions, graded_relevance
 from rankloop.recsys.propensity import Propensity, propensity_at
 
 Relevance = Literal["authors", "graded", "binary"]

@@ -13,9 +13,9 @@ import math
 import numpy as np
 import torch
 
+from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
 from rankloop.recsys.base import FactorRecommender
-from rankloop.recsys.interactions import Interactions
 from rankloop.recsys.relmf import resolve_device, torch_threads
 
 _BLOCK_ELEMS = 1 << 24  # rows x cols x factors^2 budget per block

@@ -7,15 +7,20 @@ A propensity is one of three shapes: per item `(n_items,)`; dense per pair
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
-from rankloop.errors import RankloopError
-from rankloop.recsys.interactions import Interactions
+from rankloop.data.interactions import Interactions
+from rankloop.errors import ConfigError, RankloopError
+
+if TYPE_CHECKING:
+    from rankloop.data.ratings import MNARDataset
 
 Propensity = np.ndarray | sp.csr_matrix
+# What `estimate_propensity` accepts as `estimator`.
+PROPENSITY_ESTIMATORS = ("popularity", "naive_bayes", "logistic", "shipped")
 
 _DENSE_LIMIT = 50_000_000  # pairs; a dense per-pair matrix beyond this is a mistake
 
@@ -134,6 +139,52 @@ def logistic_propensity(
     model = LogisticRegression(C=C, max_iter=1000, random_state=random_state)
     model.fit(x, y)
     return np.clip(model.predict_proba(x)[:, 1].reshape(n_u, n_i), floor, 1.0)
+
+
+def estimate_propensity(
+    estimator: str,
+    data: MNARDataset,
+    clicks: Interactions,
+    *,
+    mar_sample: Interactions | None = None,
+    **options: Any,
+) -> Propensity:
+    """θ for training on `clicks` (drawn from `data.train`), by one of `PROPENSITY_ESTIMATORS`.
+
+    "popularity": item popularity in `clicks`; "naive_bayes": the MNAR ratings against
+    `mar_sample`, MAR ratings set aside for it; "logistic": `data`'s user/item features;
+    "shipped": the propensities `data` ships. `options` go to the estimator (e.g. `eta`), so
+    one config entry picks and tunes any of them.
+    """
+    try:
+        if estimator == "popularity":
+            return popularity_propensity(clicks, **options)
+        if estimator == "naive_bayes":
+            if mar_sample is None:
+                raise RankloopError("the naive_bayes propensity needs a MAR sample (mar_sample)")
+            return naive_bayes_propensity(data.train, mar_sample, **options)
+        if estimator == "logistic":
+            if data.user_features is None or data.item_features is None:
+                raise RankloopError(
+                    f"{data.name or 'the data set'} ships no user/item features for the "
+                    "logistic estimator"
+                )
+            return logistic_propensity(
+                data.train,
+                user_features=data.user_features,
+                item_features=data.item_features,
+                **options,
+            )
+    except TypeError as e:
+        raise ConfigError(f"propensity {estimator}: bad option ({e})") from None
+    if estimator != "shipped":
+        raise ConfigError(
+            f"unknown propensity estimator {estimator!r}; valid names: "
+            f"{', '.join(PROPENSITY_ESTIMATORS)}"
+        )
+    if data.shipped_propensities is None:
+        raise RankloopError(f"{data.name or 'the data set'} ships no propensities")
+    return data.shipped_propensities
 
 
 def propensity_at(

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rankloop._runtime import check_random_state
+from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
 from rankloop.recsys.base import FactorRecommender
-from rankloop.recsys.interactions import Interactions
 from rankloop.recsys.propensity import Propensity, propensity_at
 
 Delta = Literal["square", "log"]
@@ -108,9 +109,11 @@ def naive_loss(
 
 
 def sample_unclicked(
-    clicks: Interactions, n: int, rng: np.random.Generator
+    clicks: Interactions, n: int, random_state: int | np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`n` (user, item) pairs drawn uniformly from the pairs with no stored click."""
+    """`n` (user, item) pairs drawn uniformly from the pairs with no stored click (the negatives
+    of the IPS losses); a Generator `random_state` is advanced, so repeated calls differ."""
+    rng = check_random_state(random_state)
     n_u, n_i = clicks.shape
     if clicks.nnz >= n_u * n_i:
         raise RankloopError("every (user, item) pair is clicked: nothing unlabeled to sample")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
-from rankloop.recsys.interactions import Interactions
 from rankloop.recsys.propensity import Propensity, propensity_at
 from rankloop.recsys.relmf import Score, TorchMF, resolve_device
 

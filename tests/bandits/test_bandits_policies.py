@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rankloop.bandits.policies import (
-    POLICY_TYPES,
+    POLICIES,
     UCB1,
     BernoulliTS,
     CandidateOrder,
@@ -283,8 +283,10 @@ def test_batched_updates_wait_for_batch_size_and_equal_sequential_updates():
 
 
 def _make(name: str, m: int, d: int):
-    cls = POLICY_TYPES[name]
+    cls = POLICIES.get(name)
     kwargs: dict = {"random_state": 3}
+    if name == "topk":
+        return cls(POLICIES.get("ucb1")(m, **kwargs), 3)
     if name in ("linucb", "lints", "diag_linucb"):
         return cls(m, d, **kwargs)
     if name == "hybrid_linucb":
@@ -294,7 +296,7 @@ def _make(name: str, m: int, d: int):
     return cls(m, **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(POLICY_TYPES))
+@pytest.mark.parametrize("name", POLICIES.names())
 def test_save_load_round_trip_continues_identically(name, tmp_path):
     m, d = 7, 3
     rng = np.random.default_rng(0)

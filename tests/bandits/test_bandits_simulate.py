@@ -1,4 +1,5 @@
-"""The simulation loop, its outputs and the `simulate bandits` command."""
+"""The simulation loop, the bandit experiment, its outputs and the `experiment bandits` command
+(and its alias `simulate bandits`)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,16 @@ import numpy as np
 import pytest
 import yaml
 
-from rankloop.bandits.cli import register
 from rankloop.bandits.policies import InSlateThompson, LinUCB, TopK
 from rankloop.bandits.simulate import (
-    BanditConfig,
     build_policy,
     gini,
     intra_list_diversity,
     popularity_buckets,
-    run_bandits,
 )
 from rankloop.errors import ConfigError
+from rankloop.experiments.bandits import BanditConfig, run_bandits
+from rankloop.experiments.cli import register
 
 _SMALL = {
     "name": "tiny",
@@ -55,12 +55,13 @@ def test_run_reports_every_policy_and_seed_and_is_reproducible():
     assert "| LinUCB |" in a.table_markdown()
 
 
-def test_outputs_and_cli(tmp_path):
+@pytest.mark.parametrize("command", [["experiment", "bandits"], ["simulate", "bandits"]])
+def test_outputs_and_cli(tmp_path, command):
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump({**_SMALL, "out": str(tmp_path / "out"), "seeds": 1}))
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["simulate", "bandits", str(cfg_path), "--rounds", "400", "--quiet"])
+    args = parser.parse_args([*command, str(cfg_path), "--rounds", "400", "--quiet"])
     assert args.func(args) == 0
     out = tmp_path / "out"
     for f in ("results.json", "results.md", "config.yaml", "regret.png", "exposure.png"):
@@ -71,9 +72,9 @@ def test_outputs_and_cli(tmp_path):
 
 
 def test_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="unknown config key"):
+    with pytest.raises(ConfigError, match="unknown key 'colour'; valid keys"):
         BanditConfig.from_dict({**_SMALL, "colour": 1})
-    with pytest.raises(ConfigError, match="type must be"):
+    with pytest.raises(ConfigError, match="policy 'x': unknown bandit policy 'nope'; valid names"):
         BanditConfig.from_dict({**_SMALL, "policies": [{"name": "x", "type": "nope"}]})
     with pytest.raises(ConfigError, match="unique"):
         BanditConfig.from_dict({**_SMALL, "policies": [{"name": "x", "type": "random"}] * 2})
@@ -81,13 +82,44 @@ def test_config_errors(tmp_path):
     bad.write_text("[1, 2")
     with pytest.raises(ConfigError):
         BanditConfig.from_yaml(bad)
+    linucb = {"name": "L", "type": "linucb"}
+    for change, message in (
+        ({"env": 5}, "env: expected a mapping"),
+        ({"env": {"slate_size": 0}}, "slate_size: input should be greater than or equal to 1"),
+        ({"env": {"n_candidates": 3, "slate_size": 5}}, "slate_size"),
+        ({"seeds": 2.5}, "seeds: .*expected a list of int"),
+        ({"seeds": 10**12}, "seeds: .*expected a list of int"),
+        ({"rounds": float("nan")}, "rounds: input should be a valid integer"),
+        ({"rounds": 10**12}, "rounds: input should be less than or equal to 100000000"),
+        ({"checkpoints": 0}, "checkpoints: input should be greater than or equal to 1"),
+        ({"world": {"type": "magic"}}, "world.type must be one of"),
+        ({"world": {"type": "synthetic", "n_user": 3}}, "world 'synthetic' has no parameter"),
+        ({"world": {"type": "synthetic", "n_users": 10**8}}, "synthetic world needs"),
+        ({"world": {"type": "ratings", "base_ctr": 1.5}}, r"base_ctr must be in \(0.0, 1.0\)"),
+        ({"policies": [{**linucb, "params": {"alpha": float("nan")}}]}, "alpha: input should"),
+        ({"policies": [{**linucb, "params": {"alpha": -1.0}}]}, "alpha must be >= 0"),
+        ({"policies": [{**linucb, "params": {"n_arms": 3}}]}, "'n_arms' is set by the experiment"),
+        ({"policies": [{**linucb, "feedback": "some"}]}, "feedback: input should be 'all'"),
+        ({"policies": []}, "no policies"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            BanditConfig.from_dict({**_SMALL, **change})
+    missing = {k: v for k, v in _SMALL.items() if k != "world"}
+    with pytest.raises(ConfigError, match="missing key 'world'"):
+        BanditConfig.from_dict(missing)
+    bad.write_text("name: x\nworld: {type: synthetic}\nrounds: .nan\npolicies: []\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:3: rounds: input should be a valid integer"):
+        BanditConfig.from_yaml(bad)
 
 
 def test_build_policy_wraps_single_action_policies(world):
     cfg = BanditConfig.from_dict(_SMALL)
-    p = build_policy(cfg.policies[1], world, cfg.env, seed=0)
+    p = build_policy("linucb", world, cfg.env, params={"alpha": 0.3}, random_state=0)
     assert isinstance(p, TopK) and isinstance(p.base, LinUCB) and p.base.n_features == 5
-    assert isinstance(build_policy(cfg.policies[2], world, cfg.env, 0), InSlateThompson)
+    slate = build_policy("inslate_ts", world, cfg.env, feedback="cascade")
+    assert isinstance(slate, InSlateThompson) and slate.feedback == "cascade"
+    with pytest.raises(ConfigError, match="here: bandit policy 'linucb' has no parameter 'alpah'"):
+        build_policy("linucb", world, cfg.env, params={"alpah": 0.3}, where="here")
 
 
 def test_metric_helpers():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +292,60 @@ def test_concat_logs() -> None:
     assert both.session(3) == b.session(0) and both.session(4) == b.session(1)
     assert both.timestamps is None and both.click_order is not None
     assert sorted(both.query_vocab.tolist()) == ["q1", "q2", "q9"]
+
+
+# --- strict parsing (issue "Nothing lost, nothing silently wrong") ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reader", "name", "line", "needle"),
+    [
+        (read_yandex, "y", "q\ta,b,a : b", "'a' appears twice"),
+        (read_tsv, "t.tsv", "q\ta,b,a\t1", "'a' appears twice"),
+        (read_jsonl, "j.jsonl", '{"query": "q", "docs": ["a", "b", "a"], "clicks": []}', "twice"),
+        (read_tsv, "t.tsv", "q\ta,b\t1\t\t-1.5", r"dwell time >= 0"),
+        (read_tsv, "t.tsv", "q\ta,b\t1\t\t1_0", "numeric dwell time"),
+        (read_tsv, "t.tsv", "q\ta,b\t١\t\t1", "integer clicked position"),
+        (read_tsv, "t.tsv", "q\ta,b\t" + "9" * 5000, "integer clicked position"),
+        (read_tsv, "t.tsv", "q\ta,b\t1\t1e999", "finite timestamp"),
+        (
+            read_jsonl,
+            "j.jsonl",
+            '{"query": "q", "docs": ["a"], "clicks": [1], "dwell": [-2]}',
+            "dwell",
+        ),
+        (
+            read_jsonl,
+            "j.jsonl",
+            '{"query": "q", "docs": ["a"], "clicks": [], "timestamp": 1e999}',
+            "timestamp",
+        ),
+        (read_jsonl, "j.jsonl", '{"query": "q", "docs": ["a\\u0000"], "clicks": []}', "NUL"),
+    ],
+)
+def test_broken_sessions_are_rejected(
+    tmp_path: Path, reader: Callable[[Path], ClickLog], name: str, line: str, needle: str
+) -> None:
+    first = {
+        "y": "q0\tx : x",
+        "t.tsv": "q0\tx\t",
+        "j.jsonl": '{"query": "q0", "docs": ["x"], "clicks": []}',
+    }
+    path = _write(tmp_path, name, "\ufeff" + first[name] + "\n\n" + line + "\n")
+    with pytest.raises(FormatError, match=needle) as e:
+        reader(path)
+    assert e.value.line == 3
+
+
+def test_jsonl_timestamp_too_large_for_a_float(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "j.jsonl",
+        '{"query": "q", "docs": ["a"], "clicks": [], "timestamp": 1%s}\n' % ("0" * 400),
+    )
+    with pytest.raises(FormatError, match="'timestamp': a finite number") as e:
+        read_jsonl(path)
+    assert e.value.line == 1
+    path.write_text('{"query": "q", "docs": ["a"], "clicks": [1], "timestamp": 10, "dwell": [0]}\n')
+    log = read_jsonl(path)
+    assert log.timestamps.tolist() == [10.0] and log.dwell[0, 0] == 0.0

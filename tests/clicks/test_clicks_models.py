@@ -164,8 +164,8 @@ def test_simulate_respects_padding_and_errors() -> None:
         PBM().simulate(_random_log(0), None, 0)
     with pytest.raises(RankloopError, match="ClickLog"):
         PBM().fit(_random_log(0)).simulate(rankings, None, 0)
-    with pytest.raises(RankloopError, match="rng"):
-        PBM().simulate(None, np.ones((1, 2), int), None)  # type: ignore[arg-type]
+    with pytest.raises(RankloopError, match="random_state"):
+        PBM().simulate(None, np.ones((1, 2), int), "0")  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         make_model("nope")
 

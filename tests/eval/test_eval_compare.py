@@ -1,4 +1,5 @@
-"""compare(): one table with means, deltas, p-values and markers, in Markdown, CSV and JSON."""
+"""compare() and compare_values(): one table with means, deltas, p-values and markers, in Markdown,
+CSV and JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from scipy import stats
 
 from rankloop.data.types import Qrels, Run
 from rankloop.errors import RankloopError
-from rankloop.eval.compare import compare
+from rankloop.eval.compare import compare, compare_values
 from rankloop.eval.metrics import evaluate
 from rankloop.eval.significance import holm
 
@@ -115,3 +116,38 @@ def test_per_query_delta_plot(tmp_path):
     assert heights == pytest.approx(want)
     with pytest.raises(RankloopError):
         per_query_delta_plot(t, "ndcg")
+
+
+def test_compare_is_compare_values_over_the_per_query_scores():
+    qrels, weak, strong, partial = _setup()
+    kw = {"test": "fisher", "correction": "holm", "n_resamples": 500, "random_state": 4}
+    t = compare([weak, strong, partial], qrels, ["map", "P_5"], baseline="weak", **kw)
+    v = compare_values(
+        {s: {m: t.per_query[s].values[m] for m in t.measures} for s in t.systems},
+        "weak",
+        unit_ids=t.query_ids,
+        **kw,
+    )
+    for name in ("systems", "measures", "unit_ids", "mean", "delta", "pvalue", "wins", "losses"):
+        assert getattr(v, name) == getattr(t, name), name
+    assert v.to_markdown() == t.to_markdown()
+
+
+def test_compare_values_over_seeds():
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.40, 0.01, 10)
+    values = {"WMF": {"DCG@5": base}, "UBPR": {"DCG@5": base + 0.02 + rng.normal(0, 0.005, 10)}}
+    t = compare_values(values, "WMF", unit_ids=[str(s) for s in range(10)], unit="seeds")
+    assert t.pvalue["UBPR"]["DCG@5"] == pytest.approx(
+        stats.ttest_rel(values["UBPR"]["DCG@5"], base).pvalue
+    )
+    assert t.pvalue["WMF"]["DCG@5"] is None and t.significant["UBPR"]["DCG@5"]
+    assert t.to_markdown().rstrip().endswith("(paired t-test); 10 seeds.")
+    doc = json.loads(t.to_json())
+    assert doc["unit"] == "seeds" and doc["n_seeds"] == 10
+    with pytest.raises(RankloopError, match="one number per unit"):
+        compare_values({"a": {"m": np.zeros(3)}, "b": {"m": np.zeros(4)}}, "a")
+    with pytest.raises(RankloopError, match="measures"):
+        compare_values({"a": {"m": np.zeros(3)}, "b": {"n": np.zeros(3)}}, "a")
+    with pytest.raises(RankloopError, match="baseline"):
+        compare_values(values, "BPR")

@@ -14,7 +14,7 @@ R2 = Run.from_dict({"q": {"b": 10.0, "d": 5.0, "a": 0.0}}, name="r2")
 
 
 def test_rrf_by_hand():
-    out = fuse([R1, R2])  # k = 60
+    out = fuse([R1, R2])  # rrf_k = 60
     q = out["q"]
     assert q["a"] == pytest.approx(1 / 61 + 1 / 63)
     assert q["b"] == pytest.approx(1 / 62 + 1 / 61)
@@ -27,9 +27,9 @@ def test_rrf_by_hand():
 
 def test_rrf_ties_use_trec_order_and_weights_and_depth():
     tied = Run.from_dict({"q": {"a": 1.0, "b": 1.0}})  # trec order: b (id desc), then a
-    out = fuse([tied], k=0)
+    out = fuse([tied], rrf_k=0)
     assert out["q"] == {"a": 0.5, "b": 1.0}
-    out = fuse({"x": R1, "y": R2}, weights=[2.0, 1.0], k=1, depth=1)
+    out = fuse({"x": R1, "y": R2}, weights=[2.0, 1.0], rrf_k=1, depth=1)
     assert out["q"] == {"a": pytest.approx(2 / 2), "b": pytest.approx(1 / 2)}
 
 

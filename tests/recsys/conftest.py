@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rankloop.recsys.interactions import Interactions
+from rankloop.data.interactions import Interactions
 
 _REPO = Path(__file__).resolve().parents[2]
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
 from rankloop.recsys.evaluate import (
     authors_metrics,
@@ -16,7 +17,6 @@ from rankloop.recsys.evaluate import (
     standard_metrics,
     unbiased_dcg,
 )
-from rankloop.recsys.interactions import Interactions
 
 
 class Fixed:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from rankloop.data.interactions import Interactions, graded_relevance
 from rankloop.errors import RankloopError
-from rankloop.recsys.interactions import Interactions, graded_relevance
 
 
 def test_named_arguments_only_and_orientation():
@@ -92,3 +92,19 @@ def test_values_at_contains_and_split():
     assert kept.nnz + held.nnz == 900 and 100 < held.nnz < 260
     assert (kept.user_items.multiply(held.user_items)).nnz == 0
     assert kept.union(held).nnz == 900
+
+
+def test_split_users_keeps_each_users_entries_together():
+    rng = np.random.default_rng(1)
+    ratings = (rng.random((40, 12)) < 0.4) * rng.integers(1, 6, (40, 12))
+    ratings[5] = 0  # a user with no entries is never chosen
+    x = Interactions.from_dense(ratings=ratings, kind="explicit")
+    sample, rest = x.split_users(0.25, random_state=3)
+    chosen = np.flatnonzero(sample.user_counts())
+    assert len(chosen) == round(0.25 * 39) and 5 not in chosen
+    assert not np.intersect1d(chosen, np.flatnonzero(rest.user_counts())).size
+    assert sample.union(rest).nnz == x.nnz and sample.shape == x.shape
+    again, _ = x.split_users(0.25, random_state=3)
+    assert (again.user_items != sample.user_items).nnz == 0
+    with pytest.raises(RankloopError, match="fraction"):
+        x.split_users(1.0, random_state=0)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
 from rankloop.recsys.baselines import BPR, WMF
 from rankloop.recsys.evaluate import authors_metrics
 from rankloop.recsys.expomf import ExpoMF
-from rankloop.recsys.interactions import Interactions
 from rankloop.recsys.propensity import popularity_propensity
 from rankloop.recsys.relmf import RelMF
 from rankloop.recsys.ubpr import UBPR
@@ -135,3 +135,25 @@ def test_recommend_pads_when_the_catalogue_runs_out():
         m.recommend([2], k=1)
     with pytest.raises(RankloopError, match="not fitted"):
         WMF().recommend([0], k=1)
+
+
+def test_the_family_by_name(planted):
+    from rankloop.errors import ConfigError
+    from rankloop.recsys.baselines import PopularityScorer, RandomScorer
+    from rankloop.recsys.models import RECOMMENDERS, fit_recommender, make_recommender
+
+    assert {"wmf", "bpr", "expomf", "relmf", "ubpr", "popularity", "random"} == set(RECOMMENDERS)
+    model = make_recommender("relmf", {**SMALL, "random_state": 1}, random_state=5)
+    assert isinstance(model, RelMF) and model.random_state == 5  # the seed argument wins
+    fit_recommender(model, planted, popularity_propensity(planted))  # gets the propensity
+    assert model.user_factors_.shape == (40, 8)
+    pop = fit_recommender(make_recommender("popularity", random_state=3), planted, None)
+    assert isinstance(pop, PopularityScorer)
+    n_1 = planted.item_counts()[1]  # users who clicked item 1: its score for everyone
+    np.testing.assert_array_equal(pop.score(np.array([0, 9]), np.array([1, 1])), [n_1, n_1])
+    rand = fit_recommender(make_recommender("random", random_state=2), planted, None)
+    assert isinstance(rand, RandomScorer) and rand.random_state == 2
+    with pytest.raises(ConfigError, match="unknown recommender 'svd'; valid names: bpr"):
+        make_recommender("svd")
+    with pytest.raises(ConfigError, match="here: recommender 'wmf' has no parameter 'factorz'"):
+        make_recommender("wmf", {"factorz": 3}, where="here")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
-from rankloop.recsys.interactions import Interactions
 from rankloop.recsys.propensity import (
     logistic_propensity,
     naive_bayes_propensity,
@@ -92,3 +92,24 @@ def test_propensity_at_all_shapes():
         propensity_at(sp.csr_matrix((2, 3)), users, items, (2, 3))
     with pytest.raises(RankloopError, match="entries"):
         propensity_at(per_item[:2], users, items, (2, 3))
+
+
+def test_estimate_propensity_by_name(coat):
+    from rankloop.errors import ConfigError
+    from rankloop.recsys.propensity import estimate_propensity
+
+    clicks = coat.train.binarize(4)
+    np.testing.assert_array_equal(
+        estimate_propensity("popularity", coat, clicks, eta=1.0),
+        popularity_propensity(clicks, eta=1.0),
+    )
+    assert estimate_propensity("shipped", coat, clicks) is coat.shipped_propensities
+    sample, _ = coat.test.split_users(0.1, random_state=0)
+    nb = estimate_propensity("naive_bayes", coat, clicks, mar_sample=sample)
+    assert nb.shape == coat.train.shape
+    with pytest.raises(RankloopError, match="MAR sample"):
+        estimate_propensity("naive_bayes", coat, clicks)
+    with pytest.raises(ConfigError, match="bad option"):
+        estimate_propensity("popularity", coat, clicks, etta=1.0)
+    with pytest.raises(ConfigError, match="valid names: popularity"):
+        estimate_propensity("oracle", coat, clicks)

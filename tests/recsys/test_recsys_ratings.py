@@ -189,3 +189,112 @@ def test_yahoo_reader_fuzz_raises_only_format_errors(tmp_path, lines):
         data.train.nnz == 0
         or 1 <= data.train.user_items.data.min() <= data.train.user_items.data.max() <= 5
     )
+
+
+# --- strict parsing (issue "Nothing lost, nothing silently wrong") ------------------------------
+
+_TRAIN = "0 1 5\n3 0 2\n"
+
+
+@pytest.mark.parametrize(
+    ("props", "line", "needle"),
+    [
+        ("0.5 0.5 0.5\n0.5 nan 0.5\n", 2, "finite propensity"),
+        ("0.5 0.5 0.5\n0.5 inf 0.5\n", 2, "finite propensity"),
+        ("0.5 0.5 0.5\n0.5 0 0.5\n", 2, r"propensity in \(0, 1\]"),
+        ("0.5 0.5 0.5\n0.5 -0.1 0.5\n", 2, r"propensity in \(0, 1\]"),
+        ("0.5 0.5 0.5\n0.5 1.5 0.5\n", 2, r"propensity in \(0, 1\]"),
+        ("0.5 0.5 0.5\n\n0.5 1_0 0.5\n", 3, "numeric propensity"),
+        ("0.5 0.5 0.5\n0.5 ٠.٥ 0.5\n", 2, "numeric propensity"),
+        ("0.5 0.5 0.5\n0.5 0.5\n", 2, "3 numbers per line"),
+        ("0.5 0.5 0.5\n", None, "2 rows like train"),
+        ("\n", None, "propensity matrix"),
+    ],
+)
+def test_coat_propensities_are_checked(tmp_path, props, line, needle):
+    d = _coat_like(tmp_path, _TRAIN)
+    (d / "propensities.ascii").write_text(props, encoding="utf-8")
+    with pytest.raises(FormatError, match=needle) as e:
+        load_coat(d)
+    assert e.value.line == line and e.value.path.endswith("propensities.ascii")
+
+
+def test_coat_propensities_read(tmp_path, coat):
+    d = _coat_like(tmp_path, _TRAIN)
+    (d / "propensities.ascii").write_text("\ufeff5.0e-01 1 1E-3\r\n\r\n.25 0.5 1.\r\n")
+    prop = load_coat(d).shipped_propensities
+    np.testing.assert_array_equal(prop, [[0.5, 1, 1e-3], [0.25, 0.5, 1.0]])
+    real = coat.shipped_propensities
+    assert real.shape == (290, 300) and 0 < real.min() and real.max() <= 1
+
+
+@pytest.mark.parametrize("value", ["1_0", "٣", "３", "+-1", "99999999999999999999"])
+def test_coat_ratings_are_strict_ascii_integers(tmp_path, value):
+    with pytest.raises(FormatError, match=r"train\.ascii:2") as e:
+        load_coat(_coat_like(tmp_path, f"0 1 2\n3 {value} 1\n", "0 1 2\n3 0 1\n"))
+    assert "integer rating" in str(e.value)
+
+
+def test_rating_files_must_be_utf8(tmp_path):
+    d = _yahoo(tmp_path, "", "1\t1\t5\n")
+    (d / "train.txt").write_bytes(b"1\t1\t5\n\nu\xe9\t2\t4\n")
+    with pytest.raises(FormatError, match="UTF-8") as e:
+        load_yahoo_r3(d)
+    assert e.value.line == 3 and e.value.path.endswith("train.txt")
+    (tmp_path / "coat").mkdir()
+    coat = _coat_like(tmp_path / "coat", _TRAIN)
+    (coat / "propensities.ascii").write_bytes(b"0.5 0.5 0.5\n0.5 \xff 0.5\n")
+    with pytest.raises(FormatError, match=r"propensities\.ascii:2: expected UTF-8"):
+        load_coat(coat)
+    csv = tmp_path / "log.csv"
+    csv.write_bytes(b"user,item,rating\nu1,a,4\nu\xff,b,5\n")
+    with pytest.raises(FormatError, match="UTF-8") as e:
+        read_ratings(csv)
+    assert e.value.line == 3
+
+
+@pytest.mark.parametrize(
+    ("rating", "needle"),
+    [
+        ("1e39", "rating in column 'rating' in"),
+        ("nan", "finite"),
+        ("1_0", "numeric"),
+        ("٤", "numeric"),
+    ],
+)
+def test_ratings_are_finite_strict_numbers(tmp_path, rating, needle):
+    csv = tmp_path / "log.csv"
+    csv.write_text(f"user,item,rating\nu1,a,4\nu2,b,{rating}\n")
+    with pytest.raises(FormatError, match=needle) as e:
+        read_ratings(csv)
+    assert e.value.line == 3
+    csv.write_text("\ufeffuser,item,rating\r\nu1,a,-3.4e38\r\nu2,b,1E2\r\n")
+    assert read_ratings(csv).values.tolist() == [np.float32(-3.4e38), 100.0]
+
+
+def test_movielens_values_and_timestamps_are_checked(tmp_path):
+    d = tmp_path / "ml-100k"
+    d.mkdir()
+    for row, needle in [
+        ("1\t2\t1e39\t5", r"rating in column 'rating' in \[0\.5, 5\]"),
+        ("1\t2\t3\t1.5", "integer timestamp"),
+        ("1\t2\t3\t-1", "timestamp"),
+        ("1\t2\t3\t99999999999999999999", "timestamp"),
+    ]:
+        (d / "u.data").write_text(f"1\t1\t3\t9\n\n{row}\n")
+        with pytest.raises(FormatError, match=needle) as e:
+            load_movielens("movielens-100k", d)
+        assert e.value.line == 3
+
+
+def test_header_only_and_bad_headers(tmp_path):
+    csv = tmp_path / "log.csv"
+    for text, needle in [
+        ("user,item,rating\n", "at least one data row"),
+        ("", "header line"),
+        ("user,item,user\nu,i,u\n", "distinct, non-empty"),
+        ("user,,rating\nu,i,1\n", "distinct, non-empty"),
+    ]:
+        csv.write_text(text)
+        with pytest.raises(FormatError, match=needle):
+            read_ratings(csv)

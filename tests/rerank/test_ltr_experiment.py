@@ -13,8 +13,8 @@ import yaml
 
 from rankloop.data.types import Qrels
 from rankloop.errors import ConfigError
+from rankloop.experiments import cli
 from rankloop.experiments import ultr as exp
-from rankloop.rerank import cli
 from rankloop.rerank.ltr import LtrData
 
 CONFIG = {
@@ -140,14 +140,29 @@ def test_cli_quick_run(fake_data: None, tmp_path: Path, capsys: pytest.CaptureFi
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"bogus": 1}, "unknown keys"),
+        ({"bogus": 1}, "unknown key 'bogus'; valid keys"),
         ({"estimators": [{"name": "I", "type": "ips"}]}, "propensity"),
-        ({"estimators": [{"name": "X", "type": "magic"}]}, "type must be one of"),
+        ({"estimators": [{"name": "X", "type": "magic"}]}, "unknown ULTR estimator 'magic'"),
         ({"baseline": "Nope"}, "baseline"),
         ({"signals": ["bm25"]}, "signals"),
         ({"sessions": [0]}, "sessions"),
         ({"goal": {"click_model": "PBM"}}, "goal needs"),
-        ({"train": {"epochs": 1, "momentum": 0.9}}, "unknown keys"),
+        ({"train": {"epochs": 1, "momentum": 0.9}}, r"train\['momentum'\]: extra inputs"),
+        ({"train": {"epochs": 2.5}}, r"train\['epochs'\]: input should be a valid integer"),
+        ({"seeds": 10**12}, r"seeds: expected .* or int >= 1 <= 10000, got 1000000000000"),
+        ({"sessions": [10**12]}, "less than or equal to 100000000"),
+        ({"eps": float("nan")}, "eps: input should be a finite number"),
+        ({"k": True}, "k: input should be a valid integer"),
+        ({"swap_design": "swap"}, "swap_design: input should be"),
+        ({"device": "gpu"}, "device: string should match"),
+        ({"full_info_loss": "hinge"}, "full_info_loss: unknown loss 'hinge'"),
+        ({"model_params": {"hidden": [8]}}, "scorer 'linear' has no parameter 'hidden'"),
+        ({"click_models": []}, "must each list at least one entry"),
+        ({"click_models": [{"name": "P", "model": "pbm", "params": {"eta": "x"}}]}, "eta"),
+        ({"click_models": [{"name": "P", "model": "pbm", "params": {"eps": 0.2}}]}, "'eps' is set"),
+        ({"estimators": [{"name": "Naive", "type": "naive", "params": {"lr": True}}]}, "lr"),
+        ({"estimators": [{"name": "Naive", "type": "naive", "params": {"los": 1}}]}, "'los'"),
+        ({"goal": {**CONFIG["goal"], "click_model": "UBM"}}, "goal.click_model"),
     ],
 )
 def test_config_errors(change: dict, message: str) -> None:

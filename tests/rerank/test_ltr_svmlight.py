@@ -51,17 +51,17 @@ def test_n_features_and_zero_based(tmp_path: Path) -> None:
     [
         ("1 1:0.5", "qid:<id> after the label"),
         ("x qid:1 1:0.5", "numeric label"),
-        ("nan qid:1 1:0.5", "numeric label"),
+        ("nan qid:1 1:0.5", "finite label"),
         ("1 qid: 1:0.5", "qid:<id>"),
         ("1 qid:1 1-0.5", "<index>:<value>"),
         ("1 qid:1 a:0.5", "<index>:<value>"),
         ("1 qid:1 1:zz", "numeric feature value"),
-        ("1 qid:1 1:inf", "numeric feature value"),
+        ("1 qid:1 1:inf", "finite feature value"),
         ("1 qid:1 2:1 1:1", "strictly increasing"),
         ("1 qid:1 2:1 2:1", "strictly increasing"),
         ("1", "<label> qid:<id>"),
         ("1 qid:1 99999999:1", "at most"),
-        ("1 qid:1 1:1e39", "float32 range"),
+        ("1 qid:1 1:1e39", r"feature value in \[-3\.40"),
     ],
 )
 def test_malformed_lines_name_file_and_line(tmp_path: Path, line: str, expected: str) -> None:
@@ -197,3 +197,25 @@ def test_float32_extremes_read_back(tmp_path: Path) -> None:
     path.write_text("1 qid:1 1:3.4028235e+38 2:-1.4e-45\n")
     data = read_svmlight(path)
     assert data.features[0, 0] == np.finfo(np.float32).max and data.features[0, 1] < 0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "1_000 qid:1 1:1",
+        "١ qid:1 1:1",
+        "1 qid:1 1:1_000",
+        "1 qid:1 1:٣",
+        "1 qid:1 1:０.5",
+        "1 qid:1 1: 1",
+        "1 qid:1 ٣:1",
+        "1 qid:1 1:0x10",
+    ],
+)
+def test_numbers_are_strict_ascii(tmp_path: Path, line: str) -> None:
+    """Python's float()/int() accept digit separators and non-ASCII digits; the reader does not."""
+    path = tmp_path / "bad.txt"
+    path.write_text("\ufeff0 qid:1 1:1\n\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(FormatError) as err:
+        read_svmlight(path)
+    assert err.value.line == 3

@@ -118,7 +118,7 @@ def _ndcg(model, test: LtrData, qrels: Qrels) -> float:
 @pytest.fixture(scope="module")
 def pbm_world():
     train, test, qrels, lists, grades = _synthetic(rank_feature=True)
-    sessions, rel = sessions_from_lists(lists, 30_000, rng=1, grades=grades)
+    sessions, rel = sessions_from_lists(lists, 30_000, random_state=1, grades=grades)
     log = simulate_log(PBM(eta=1.0, max_grade=2), sessions, 2, relevance=rel)
     return aggregate_clicks(log, train), test, qrels
 
@@ -145,7 +145,7 @@ def test_ips_losses_train(pbm_world, loss: str) -> None:
 @pytest.mark.parametrize("name", ["dla", "rem", "pairdebias", "two_tower"])
 def test_estimators_recover_position_bias_without_rank_features(name: str) -> None:
     train, test, qrels, lists, grades = _synthetic(rank_feature=False)
-    sessions, rel = sessions_from_lists(lists, 30_000, rng=3, grades=grades)
+    sessions, rel = sessions_from_lists(lists, 30_000, random_state=3, grades=grades)
     data = aggregate_clicks(simulate_log(PBM(eta=1.0, max_grade=2), sessions, 4, rel), train)
     model = make_estimator(name, epochs=30, lr=0.05, device="cpu", random_state=0).fit(data)
     if name == "two_tower":
@@ -169,7 +169,7 @@ def test_training_is_seeded_and_reproducible(pbm_world) -> None:
 
 
 def test_bad_estimator_settings() -> None:
-    with pytest.raises(ConfigError, match="unknown estimator"):
+    with pytest.raises(ConfigError, match="unknown ULTR estimator"):
         make_estimator("magic")
     with pytest.raises(ConfigError):
         make_estimator("dla", no_such_param=1)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from rankloop._runtime import Registry, check_random_state
 from rankloop.errors import ConfigError, FormatError, RankloopError
 from rankloop.io import atomic_write
 
@@ -31,14 +32,28 @@ FORMAT = "rankloop.bandits.Policy/1"
 _TIE_BREAKS = ("random", "first")
 _CHUNK_FLOATS = 1 << 22  # bound on temporary floats per vectorised chunk (~32 MB)
 
-# class name -> class, filled by `register_policy`; `load` looks classes up here.
-POLICY_CLASSES: dict[str, type[Policy]] = {}
+# Short names (as configs spell them) -> policy classes, filled by `register_policy`; the one
+# table of the family: configs build policies from it and `Policy.load` finds classes in it.
+POLICIES: Registry[Policy] = Registry("bandit policy")
 
 
-def register_policy(cls: type[Policy]) -> type[Policy]:
-    """Class decorator: make a policy class loadable by name."""
-    POLICY_CLASSES[cls.__name__] = cls
-    return cls
+def register_policy(name: str) -> Callable[[type[Policy]], type[Policy]]:
+    """Class decorator: register a policy class under the short `name` configs use."""
+
+    def deco(cls: type[Policy]) -> type[Policy]:
+        POLICIES.add(name, cls)
+        return cls
+
+    return deco
+
+
+def _policy_class(class_name: str) -> type[Policy] | None:
+    """The registered policy class called `class_name` (what saved policies record), or None."""
+    for name in POLICIES:
+        cls = POLICIES.get(name)
+        if cls.__name__ == class_name:
+            return cls  # type: ignore[return-value]
+    return None
 
 
 def row_chunks(n: int, floats_per_row: int) -> Iterator[slice]:
@@ -48,19 +63,25 @@ def row_chunks(n: int, floats_per_row: int) -> Iterator[slice]:
         yield slice(start, min(n, start + step))
 
 
-def argmax_rows(scores: np.ndarray, rng: np.random.Generator, tie_break: str) -> np.ndarray:
+def argmax_rows(
+    scores: np.ndarray, random_state: int | np.random.Generator, tie_break: str
+) -> np.ndarray:
     """Column of the best score per row; ties broken uniformly at random or by first column."""
     if tie_break == "first" or scores.shape[1] == 1:
         return scores.argmax(axis=1)
     best = scores.max(axis=1, keepdims=True)
-    return np.argmax(np.where(scores == best, rng.random(scores.shape), -1.0), axis=1)
+    noise = check_random_state(random_state).random(scores.shape)
+    return np.argmax(np.where(scores == best, noise, -1.0), axis=1)
 
 
-def topk_rows(scores: np.ndarray, k: int, rng: np.random.Generator, tie_break: str) -> np.ndarray:
+def topk_rows(
+    scores: np.ndarray, k: int, random_state: int | np.random.Generator, tie_break: str
+) -> np.ndarray:
     """(n, k) columns of the `k` best scores per row, best first (ties: random or first column)."""
     if tie_break == "first":
         return np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.lexsort((rng.random(scores.shape), -scores), axis=1)[:, :k]
+    noise = check_random_state(random_state).random(scores.shape)
+    return np.lexsort((noise, -scores), axis=1)[:, :k]
 
 
 def as_context(context: np.ndarray | None, n: int | None, dim: int | None) -> np.ndarray:
@@ -272,7 +293,7 @@ class Policy:
 
     @classmethod
     def _restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], prefix: str) -> Policy:
-        klass = POLICY_CLASSES.get(meta.get("class", ""))
+        klass = _policy_class(meta.get("class", ""))
         if klass is None:
             raise RankloopError(f"unknown policy class {meta.get('class')!r} in saved policy")
         params = {}

@@ -43,7 +43,7 @@ class CountingPolicy(Policy):
         return values[cands]
 
 
-@register_policy
+@register_policy("random")
 class RandomPolicy(CountingPolicy):
     """Uniformly random choice among the candidates (the exploration-only baseline)."""
 
@@ -60,7 +60,7 @@ class RandomPolicy(CountingPolicy):
         return self._rng.random((n, self.n_arms if cands is None else cands.shape[1]))
 
 
-@register_policy
+@register_policy("popularity")
 class Popularity(CountingPolicy):
     """Pick the arm with the most reward so far (total clicks): the rich-get-richer baseline."""
 
@@ -76,7 +76,7 @@ class Popularity(CountingPolicy):
         return self._gather(self.sums_, x.shape[0], cands)
 
 
-@register_policy
+@register_policy("egreedy")
 class EpsilonGreedy(CountingPolicy):
     """With probability `epsilon` a row explores (random candidate), else the best mean reward.
 
@@ -111,7 +111,7 @@ class EpsilonGreedy(CountingPolicy):
         return s
 
 
-@register_policy
+@register_policy("ucb1")
 class UCB1(CountingPolicy):
     """UCB1 (Auer et al. 2002): mean + sqrt(2 ln t / n_a), t = total pulls; unpulled arms first.
 
@@ -147,7 +147,7 @@ class UCB1(CountingPolicy):
         return self._gather(self.ucb(), x.shape[0], cands)
 
 
-@register_policy
+@register_policy("candidate_order")
 class CandidateOrder(CountingPolicy):
     """Keep the candidate generator's order (the first candidates are the embedding's best):
     the no-learning retrieval baseline."""

@@ -191,7 +191,7 @@ class RidgeArms(_LinearPolicy):
         return mean, np.maximum(var, 0.0)
 
 
-@register_policy
+@register_policy("linucb")
 class LinUCB(RidgeArms):
     """LinUCB with disjoint linear models (Li et al. 2010, Algorithm 1).
 
@@ -203,7 +203,7 @@ class LinUCB(RidgeArms):
         return mean + self.alpha * np.sqrt(var)
 
 
-@register_policy
+@register_policy("hybrid_linucb")
 class HybridLinUCB(Policy):
     """LinUCB with hybrid linear models (Li et al. 2010, Algorithm 2).
 
@@ -332,7 +332,7 @@ class HybridLinUCB(Policy):
         return mean + self.alpha * np.sqrt(var)
 
 
-@register_policy
+@register_policy("diag_linucb")
 class DiagLinUCB(_LinearPolicy):
     """LinUCB with a diagonal design matrix per arm; its state is mergeable sufficient statistics.
 

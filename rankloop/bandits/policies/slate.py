@@ -36,7 +36,7 @@ def _check_slate(slate_size: int, n_arms: int, feedback: str) -> None:
         raise ConfigError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
 
 
-@register_policy
+@register_policy("topk")
 class TopK(SlatePolicy):
     """The `slate_size` best candidates by `base.scores` (UCB, posterior sample, ...), best first.
 
@@ -92,7 +92,7 @@ class TopK(SlatePolicy):
         self.n_updates_ += len(rows)
 
 
-@register_policy
+@register_policy("inslate_ts")
 class InSlateThompson(SlatePolicy):
     """In-slate Thompson sampling with Beta posteriors per item (or per item and slot).
 

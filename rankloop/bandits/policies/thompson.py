@@ -10,7 +10,7 @@ from rankloop.bandits.policies.linucb import RidgeArms
 from rankloop.errors import ConfigError, RankloopError
 
 
-@register_policy
+@register_policy("bts")
 class BernoulliTS(CountingPolicy):
     """Bernoulli Thompson sampling: arm a's click rate ~ Beta(alpha + s_a, beta + n_a - s_a).
 
@@ -52,7 +52,7 @@ class BernoulliTS(CountingPolicy):
         return self._rng.beta(self._gather(a, n, cands), self._gather(b, n, cands))
 
 
-@register_policy
+@register_policy("lints")
 class LinearTS(RidgeArms):
     """Linear Thompson sampling (Agrawal & Goyal 2013) with a disjoint model per arm.
 

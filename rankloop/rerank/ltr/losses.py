@@ -21,15 +21,22 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from rankloop._runtime import Registry
 from rankloop.errors import ConfigError
 
 _NEG = -1e4  # stands in for -inf in padded scores: finite, so no 0 * inf = NaN
+
+
+LossFn = Callable[..., torch.Tensor]
+# Loss names (as `Ranker(loss=...)` and the click estimators spell them) -> loss functions.
+LOSSES: Registry[torch.Tensor] = Registry("loss")
 
 
 def _masked(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return scores.masked_fill(~mask, _NEG)
 
 
+@LOSSES.register("pointwise")
 def pointwise_loss(
     scores: torch.Tensor,
     labels: torch.Tensor,
@@ -65,6 +72,7 @@ def pairwise_logistic(scores: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.softplus(-sigma * (scores[:, :, None] - scores[:, None, :]))
 
 
+@LOSSES.register("ranknet")
 def ranknet_loss(
     scores: torch.Tensor,
     labels: torch.Tensor,
@@ -82,6 +90,7 @@ def ranknet_loss(
     return (pairwise_logistic(scores, sigma) * w * valid).sum(dim=(1, 2))
 
 
+@LOSSES.register("listnet")
 def listnet_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B,) `-sum_i y_i log softmax(s)_i` over the real positions (0 for an all-zero list)."""
     logp = torch.log_softmax(_masked(scores, mask), dim=1)
@@ -107,6 +116,7 @@ def ideal_dcg(labels: torch.Tensor, mask: torch.Tensor, k: int | None = None) ->
     return (gains * disc).sum(dim=1)
 
 
+@LOSSES.register("lambdarank")
 def lambdarank_loss(
     scores: torch.Tensor,
     labels: torch.Tensor,
@@ -131,18 +141,6 @@ def lambdarank_loss(
     return (pairwise_logistic(scores, sigma) * w).sum(dim=(1, 2))
 
 
-LossFn = Callable[..., torch.Tensor]
-LOSSES: dict[str, LossFn] = {
-    "pointwise": pointwise_loss,
-    "ranknet": ranknet_loss,
-    "listnet": listnet_loss,
-    "lambdarank": lambdarank_loss,
-}
-
-
 def get_loss(name: str) -> LossFn:
-    """A loss by name: pointwise, ranknet, listnet or lambdarank."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None
+    """A loss by name: pointwise, ranknet, listnet or lambdarank (unknown: `ConfigError`)."""
+    return LOSSES.get(name)

@@ -5,25 +5,26 @@ One line per (query, document):
     <label> qid:<query id> <index>:<value> <index>:<value> ... [# comment]
 
 - label: a number (graded relevance in LTR sets; any finite float is accepted);
+- numbers are strict ASCII (`rankloop.data._parse`): no `1_000`, no non-ASCII digits, no NaN;
 - qid: required, no whitespace; all lines of one query are contiguous;
 - features: 1-based indexes (0-based with `zero_based=True`), strictly increasing, finite float
   values; absent features are 0 (the sparse convention);
 - `# comment`: kept verbatim; LETOR's `docid = X` in it becomes the row's doc id.
 
-Blank lines and lines starting with `#` are skipped. Reading follows `rankloop.data`'s rules:
+Blank lines and lines starting with `#` are skipped; a file without data lines reads as an
+empty `LtrData`. Reading follows `rankloop.data`'s rules:
 UTF-8, `*.gz` transparent, every malformed line raises `FormatError(path, line, expected, got)`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from rankloop.data.trec import _iter_lines
+from rankloop.data._parse import FLOAT32_LIMIT, iter_lines, parse_float
 from rankloop.errors import FormatError, RankloopError
 from rankloop.io import atomic_write
 from rankloop.rerank.ltr.features import LtrData
@@ -31,18 +32,7 @@ from rankloop.rerank.ltr.features import LtrData
 PathLike = str | os.PathLike[str]
 _DOCID = re.compile(r"\bdocid\s*=\s*(\S+)")
 _INDEX = re.compile(r"[0-9]+", re.ASCII)
-_F32_OVERFLOW = (2.0 - 2.0**-24) * 2.0**127  # the smallest magnitude that rounds to float32 inf
 MAX_FEATURES = 1 << 16  # dense storage: wider files must pass n_features explicitly
-
-
-def _number(text: str, path: PathLike, lineno: int, what: str, line: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise FormatError(path, lineno, what, line) from None
-    if not math.isfinite(value):
-        raise FormatError(path, lineno, what + " (finite)", line)
-    return value
 
 
 def read_svmlight(
@@ -63,7 +53,7 @@ def read_svmlight(
     cols: list[int] = []
     vals: list[float] = []
     seen: dict[str, int] = {}
-    for lineno, raw in _iter_lines(path):
+    for lineno, raw in iter_lines(path):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -71,7 +61,7 @@ def read_svmlight(
         parts = body.split()
         if len(parts) < 2:
             raise FormatError(path, lineno, "<label> qid:<id> [<index>:<value> ...]", raw)
-        label = _number(parts[0], path, lineno, "a numeric label", raw)
+        label = parse_float(parts[0], path, lineno, "label")
         if not parts[1].startswith("qid:") or len(parts[1]) == 4:
             raise FormatError(path, lineno, "qid:<id> after the label", raw)
         qid = parts[1][4:]
@@ -101,10 +91,9 @@ def read_svmlight(
             last = idx
             rows.append(row)
             cols.append(idx - base)
-            value = _number(val_text, path, lineno, "a numeric feature value", raw)
-            if abs(value) >= _F32_OVERFLOW:
-                raise FormatError(path, lineno, "feature values within float32 range", raw)
-            vals.append(value)
+            vals.append(
+                parse_float(val_text, path, lineno, "feature value", -FLOAT32_LIMIT, FLOAT32_LIMIT)
+            )
         labels.append(label)
         qids.append(qid)
         comments.append(comment.strip() if hash_ else "")

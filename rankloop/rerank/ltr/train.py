@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from rankloop._runtime import check_random_state
 from rankloop.data.types import Run
 from rankloop.errors import ConfigError, RankloopError
 from rankloop.rerank.ltr.features import LtrData
 from rankloop.rerank.ltr.losses import (
+    LOSSES,
     lambdarank_loss,
     listnet_loss,
     pointwise_loss,
@@ -34,7 +36,7 @@ def train_lists(
     batch_size: int | None,
     lr: float,
     weight_decay: float,
-    rng: np.random.Generator,
+    random_state: int | np.random.Generator,
     device: torch.device,
     on_epoch: Callable[[int], None] | None = None,
 ) -> list[float]:
@@ -51,6 +53,7 @@ def train_lists(
         raise RankloopError("nothing to train on: no lists")
     opt = torch.optim.Adam(list(params), lr=lr, weight_decay=weight_decay)
     bs = n_lists if batch_size is None else min(batch_size, n_lists)
+    rng = check_random_state(random_state)
     history = []
     for epoch in range(epochs):
         perm = torch.as_tensor(rng.permutation(n_lists), device=device)
@@ -120,7 +123,7 @@ class ListModel:
                 batch_size=self.batch_size,
                 lr=self.lr,
                 weight_decay=self.weight_decay,
-                rng=self.rng_,
+                random_state=self.rng_,
                 device=self.device_,
                 on_epoch=on_epoch,
             )
@@ -190,10 +193,7 @@ class Ranker(ListModel):
 
     def fit(self, data: LtrData) -> Ranker:
         """Train on `data`'s labels; returns self."""
-        if self.loss not in ("listnet", "lambdarank", "ranknet", "pointwise"):
-            raise ConfigError(
-                f"unknown loss {self.loss!r}; choose listnet, lambdarank, ranknet or pointwise"
-            )
+        LOSSES.get(self.loss)  # an unknown name is a ConfigError naming the valid ones
         if len(data) == 0:
             raise RankloopError("Ranker.fit: no training rows")
         x, y, mask = data.to_lists(self.k)

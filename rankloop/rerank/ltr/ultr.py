@@ -43,10 +43,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from rankloop._runtime import Registry
 from rankloop.data.clicklogs import ClickLog
 from rankloop.errors import ConfigError, RankloopError
 from rankloop.rerank.ltr.features import LtrData
 from rankloop.rerank.ltr.losses import (
+    LOSSES,
     lambdarank_loss,
     listnet_loss,
     pairwise_logistic,
@@ -55,7 +57,8 @@ from rankloop.rerank.ltr.losses import (
 )
 from rankloop.rerank.ltr.train import ListModel
 
-CLICK_LOSSES = ("listnet", "pointwise", "ranknet", "lambdarank")
+# Short names (as configs spell them) -> click estimator classes.
+ESTIMATORS: Registry[ClickEstimator] = Registry("ULTR estimator")
 
 
 @dataclass(frozen=True, eq=False)
@@ -249,6 +252,7 @@ def _click_loss(
     return (lambdarank_loss(s, c * w / n[:, None], m) * n).sum()
 
 
+@ESTIMATORS.register("naive")
 class NaiveEstimator(ClickEstimator):
     """Clicks as relevance labels (no debiasing). See the module docstring for `loss`."""
 
@@ -261,8 +265,7 @@ class NaiveEstimator(ClickEstimator):
 
     def fit(self, data: ClickData) -> NaiveEstimator:
         """Train on the aggregated clicks; returns self."""
-        if self.loss not in CLICK_LOSSES:
-            raise ConfigError(f"loss must be one of {CLICK_LOSSES}, got {self.loss!r}")
+        LOSSES.get(self.loss)  # an unknown name is a ConfigError naming the valid ones
         t = self._prepare(data)
         w = self._tensor(self._weights(data.max_rank))
         scorer, who = self.scorer_, type(self).__name__
@@ -275,6 +278,7 @@ class NaiveEstimator(ClickEstimator):
         return self
 
 
+@ESTIMATORS.register("ips")
 class IPSEstimator(NaiveEstimator):
     """Inverse propensity scoring: clicks at position k weighted by `min(1 / theta_k, clip)`.
 
@@ -317,6 +321,7 @@ def _normalised_listnet(s: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
     return listnet_loss(s, labels, mask).sum() / labels.sum().clamp(min=1e-12)
 
 
+@ESTIMATORS.register("dla")
 class DLAEstimator(ClickEstimator):
     """Dual learning algorithm: a propensity tower learnt jointly with the ranker (listwise)."""
 
@@ -344,6 +349,7 @@ class DLAEstimator(ClickEstimator):
         return self
 
 
+@ESTIMATORS.register("rem")
 class RegressionEMEstimator(ClickEstimator):
     """Regression EM: examination theta per position and relevance sigmoid(f(x)), by EM."""
 
@@ -378,6 +384,7 @@ class RegressionEMEstimator(ClickEstimator):
         return self
 
 
+@ESTIMATORS.register("pairdebias")
 class PairDEstimator(ClickEstimator):
     """Pairwise debiasing: RankNet on click pairs over estimated click / non-click biases."""
 
@@ -419,6 +426,7 @@ class PairDEstimator(ClickEstimator):
         return self
 
 
+@ESTIMATORS.register("two_tower")
 class TwoTowerEstimator(ClickEstimator):
     """Additive two-tower model: click logit = relevance tower f(x) + position tower b_k."""
 
@@ -439,25 +447,7 @@ class TwoTowerEstimator(ClickEstimator):
         return self
 
 
-ESTIMATORS: dict[str, type[ClickEstimator]] = {
-    "naive": NaiveEstimator,
-    "ips": IPSEstimator,
-    "dla": DLAEstimator,
-    "rem": RegressionEMEstimator,
-    "pairdebias": PairDEstimator,
-    "two_tower": TwoTowerEstimator,
-}
-
-
 def make_estimator(name: str, **params: Any) -> ClickEstimator:
-    """A click estimator by short name (naive, ips, dla, rem, pairdebias, two_tower)."""
-    try:
-        cls = ESTIMATORS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}"
-        ) from None
-    try:
-        return cls(**params)
-    except TypeError as e:
-        raise ConfigError(f"estimator {name!r}: {e}") from None
+    """A click estimator by short name (naive, ips, dla, rem, pairdebias, two_tower); an unknown
+    name or parameter is a `ConfigError` naming the valid ones."""
+    return ESTIMATORS.create(name, params)

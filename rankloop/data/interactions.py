@@ -276,6 +276,37 @@ class Interactions:
         mk = lambda s: sp.csr_matrix((v[s], (u[s], i[s])), shape=self.shape)  # noqa: E731
         return self._with_matrix(mk(~held), self.kind), self._with_matrix(mk(held), self.kind)
 
+    def split_users(
+        self, fraction: float, *, random_state: int | np.random.Generator
+    ) -> tuple[Interactions, Interactions]:
+        """Split the users with entries: (a random `fraction` of them, the rest), each user's
+        entries staying together, e.g. MAR users carved out for propensity estimation and the
+        users left for evaluation (so no user serves both). Same shape and ids."""
+        if not 0.0 < fraction < 1.0:
+            raise RankloopError(f"split_users fraction must be in (0, 1), got {fraction}")
+        rng = np.random.default_rng(random_state)
+        counts = self.user_counts()
+        users = np.flatnonzero(counts)
+        chosen = np.zeros(self.n_users, bool)
+        chosen[rng.choice(users, max(1, round(fraction * len(users))), replace=False)] = True
+        keep = np.repeat(chosen, counts)
+        u, i, v = self.to_triples()
+
+        def part(mask: np.ndarray) -> Interactions:
+            return Interactions.from_triples(
+                users=u[mask],
+                items=i[mask],
+                values=v[mask],
+                n_users=self.n_users,
+                n_items=self.n_items,
+                kind=self.kind,
+                user_ids=self.user_ids,
+                item_ids=self.item_ids,
+                name=self.name,
+            )
+
+        return part(keep), part(~keep)
+
     def union(self, other: Interactions) -> Interactions:
         """Entries of both (same shape and ids); a pair stored in both keeps `other`'s value."""
         if (
