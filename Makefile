@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(VENV)/bin/rankloop experiment prf --dataset scifact
+	$(VENV)/bin/rankloop experiment prf configs/prf_scifact.yaml
 
 lint: venv
 	$(VENV)/bin/ruff check rankloop tests benchmarks

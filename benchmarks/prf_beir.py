@@ -3,7 +3,7 @@ pyserini's dense vector PRF on the same index as the peer (numbers and latency).
 
     RANKLOOP_DATA=../shared/data .venv/bin/python benchmarks/prf_beir.py [--datasets scifact nfcorpus]
 
-Per data set it runs `rankloop.experiments.prf` (default methods, plus the LoL ablation
+Per data set it runs `rankloop.experiments.prf` (the default pipelines, plus the LoL ablation
 λ_cr = 0, a zero-shot LoL trained on the other data set, and, unless `--no-colbert`, the MaxSim
 first pass over MiniLM token vectors with ColBERT-PRF re-ranking it), adds pyserini's
 `DenseVectorAveragePrf` / `DenseVectorRocchioPrf` runs (per query, through `FaissSearcher` on a
@@ -13,7 +13,7 @@ vectors) + reformulation + final k=1000 search, best of 3 passes, each library's
 API returns it (pyserini: hit objects; rankloop: score and row arrays). It also times rankloop's
 stage when it reuses the first-pass rows (no feedback search), and both stages including the
 conversion of their output into a {qid: {docid: score}} run, reported separately.
-Rows marked `reference` in `DEFAULT_METHODS` (pyserini's PRF settings, BM25+RM3/Rocchio with
+Rows named in `REFERENCE` (pyserini's PRF settings, BM25+RM3/Rocchio with
 pyserini's parameters) are peer rows, not rankloop defaults. A separate table runs Counterfactual
 Rocchio in the seen-query protocol (PBM η = 1 clicks through `rankloop.clicks`).
 Writes benchmarks/results/prf_beir.json, benchmarks/results/prf_<dataset>_ndcg_vs_depth.png,
@@ -23,7 +23,6 @@ the runs and plots under results/prf/<dataset>/.
 from __future__ import annotations
 
 import argparse
-import copy
 import shutil
 import sys
 import tempfile
@@ -39,8 +38,9 @@ from _machine import write_result
 from rankloop.data.types import Run
 from rankloop.eval import compare, evaluate
 from rankloop.experiments.prf import (
-    COLBERT_METHODS,
-    DEFAULT_METHODS,
+    COLBERT_PIPELINES,
+    DEFAULT_PIPELINES,
+    REFERENCE,
     PRFConfig,
     run_prf,
     write_outputs,
@@ -59,34 +59,32 @@ K = 1000
 # pyserini's vector PRF settings from the table: name -> (rankloop reformulator, pyserini rule args)
 PEER = {
     "avg-k3": (Rocchio.averaged(3), ("average", 3)),
-    "rocchio-k5": (Rocchio(alpha=0.4, beta=0.6, k=5), ("rocchio", 5, 0.4, 0.6)),
-    "rocchio-k3": (Rocchio(alpha=0.9, beta=0.1, k=3), ("rocchio", 3, 0.9, 0.1)),
+    "rocchio-k5": (Rocchio(alpha=0.4, beta=0.6, fb_docs=5), ("rocchio", 5, 0.4, 0.6)),
+    "rocchio-k3": (Rocchio(alpha=0.9, beta=0.1, fb_docs=3), ("rocchio", 3, 0.9, 0.1)),
 }
 ANCHORS = {"scifact": ("bm25", 0.6789), "nfcorpus": ("bm25+rm3", 0.3460)}
 SWEEP = ("pyserini-ref:avg-k3", "pyserini-ref:rocchio-k5", "rocchio", "rocchio-bm25fb", "lol",
          "bm25+rm3")  # fmt: skip
 CLICK_SESSIONS_PER_QUERY = 10
-REFERENCE = {m["name"] for m in DEFAULT_METHODS if m.get("reference")}
 # The token-index methods are opt-in in the runner (a ~13 min index build per corpus) but are
 # run here; ColBERT-PRF's default configuration counts among the defaults that must not lose.
 # "maxsim" is a first pass without feedback, so it is neither a PRF method nor a pipeline.
 NO_FEEDBACK = {"bm25", "maxsim"}
-DEFAULTS = {m["name"] for m in DEFAULT_METHODS if not m.get("reference")} | {"colbert-prf"}
+DEFAULTS = (set(DEFAULT_PIPELINES) - set(REFERENCE) - {"dense"}) | {"colbert-prf"}
 OTHER = {"scifact": "nfcorpus", "nfcorpus": "scifact"}
 
 
-def _methods(dataset: str, max_train: int, colbert: bool) -> list[dict]:
-    methods = copy.deepcopy(DEFAULT_METHODS) + (copy.deepcopy(COLBERT_METHODS) if colbert else [])
-    for m in methods:
-        if m["kind"] == "lol":
-            m["max_train_queries"] = max_train
-    at = next(i for i, m in enumerate(methods) if m["kind"] == "lol") + 1
-    methods[at:at] = [
-        {"name": "lol-l0", "kind": "lol", "lambda_cr": 0.0, "max_train_queries": max_train},
-        {"name": f"lol-zeroshot({OTHER[dataset]})", "kind": "lol", "lambda_cr": 1.0,
-         "train_dataset": OTHER[dataset], "max_train_queries": max_train},
-    ]  # fmt: skip
-    return methods
+def _pipelines(dataset: str, max_train: int, colbert: bool) -> dict[str, str]:
+    lol = f"lol(lambda_cr=1.0, max_train_queries={max_train})"
+    out: dict[str, str] = {}
+    for name, expr in DEFAULT_PIPELINES.items():
+        out[name] = lol if name == "lol" else expr
+        if name == "lol":
+            out["lol-l0"] = f"lol(lambda_cr=0.0, max_train_queries={max_train})"
+            out[f"lol-zeroshot({OTHER[dataset]})"] = (
+                f"lol(lambda_cr=1.0, train_dataset='{OTHER[dataset]}', max_train_queries={max_train})"
+            )
+    return out | (dict(COLBERT_PIPELINES) if colbert else {})
 
 
 def _pyserini_peer(index, qvecs: np.ndarray, qids: list[str], threads: int, repeats: int = 3):
@@ -146,7 +144,7 @@ def _rankloop_peer(index, qvecs: np.ndarray, qids: list[str], repeats: int = 3):
             scores, rows = prf.search_vectors(qvecs, K)
             best = min(best, time.perf_counter() - t0)
             t0 = time.perf_counter()
-            fb = gather_feedback(index, first_rows[:, : prf.fb_depth])
+            fb = gather_feedback(index, first_rows[:, : prf.fb_reads])
             again = prf.search_vectors(qvecs, K, first_feedback=fb)
             best_reuse = min(best_reuse, time.perf_counter() - t0)
             if not np.array_equal(again[1], rows):
@@ -159,20 +157,21 @@ def _rankloop_peer(index, qvecs: np.ndarray, qids: list[str], repeats: int = 3):
 
 
 def run_dataset(dataset: str, max_train: int, threads: int, colbert: bool) -> dict:
-    config = PRFConfig(
-        dataset=dataset, out=f"results/prf/{dataset}", methods=_methods(dataset, max_train, colbert)
-    )
-    config.sweep = [m["name"] for m in config.methods if m["name"] in SWEEP]
+    pipelines = _pipelines(dataset, max_train, colbert)
+    config = PRFConfig(dataset=dataset, out=f"results/prf/{dataset}", pipelines=pipelines,
+                       sweep=[n for n in pipelines if n in SWEEP])  # fmt: skip
     result = run_prf(config)
     # The peer: same index, same query vectors.
-    from rankloop.experiments.prf import _Setting
+    from rankloop.data import load
+    from rankloop.retrieval.context import Context
 
-    setting = _Setting(config, dataset, "test", verbose=False)
-    qids = setting.queries.ids
+    data = load(dataset, split="test")
+    ctx = Context(data.corpus, dataset=dataset, verbose=False)
+    index, qvecs, qids = ctx.index, ctx.query_vectors(data.queries), data.queries.ids
     faiss.omp_set_num_threads(threads)
-    ours, our_s, reuse_s, our_run_s = _rankloop_peer(setting.index, setting.qvecs, qids)
-    theirs, their_s, their_run_s = _pyserini_peer(setting.index, setting.qvecs, qids, threads)
-    qrels = setting.data.qrels
+    ours, our_s, reuse_s, our_run_s = _rankloop_peer(index, qvecs, qids)
+    theirs, their_s, their_run_s = _pyserini_peer(index, qvecs, qids, threads)
+    qrels = data.qrels
     check = {}
     for name in PEER:
         a = evaluate(qrels, ours[name], ["ndcg_cut_10"])["ndcg_cut_10"]
@@ -201,8 +200,8 @@ def run_dataset(dataset: str, max_train: int, threads: int, colbert: bool) -> di
     png = Path(__file__).resolve().parent / "results" / f"prf_{dataset}_ndcg_vs_depth.png"
     shutil.copyfile(out / "ndcg_vs_depth.png", png)
     clicks = seen_query_runs(
-        setting.index, setting.queries, setting.qvecs, result.runs["dense"], qrels,
-        n_sessions=CLICK_SESSIONS_PER_QUERY * len(qids), eta=1.0, k=K, rng=0,
+        index, data.queries, qvecs, result.runs["dense"], qrels,
+        n_sessions=CLICK_SESSIONS_PER_QUERY * len(qids), eta=1.0, k=K, random_state=0,
     )  # fmt: skip
     click_table = compare(
         {"dense": result.runs["dense"]} | clicks, qrels, MEASURES, baseline="dense", test="t"

@@ -42,7 +42,7 @@ __all__ = [
 Mode = Literal["ranker", "reranker"]
 
 
-def kmeans_centroids(vectors: np.ndarray, n_clusters: int, *, seed: int = 0) -> np.ndarray:
+def kmeans_centroids(vectors: np.ndarray, n_clusters: int, *, random_state: int = 0) -> np.ndarray:
     """(min(n_clusters, n), d) float32 KMeans centroids of `vectors` (n, d) (faiss, seeded).
 
     With no more points than clusters every point is its own centroid.
@@ -55,7 +55,7 @@ def kmeans_centroids(vectors: np.ndarray, n_clusters: int, *, seed: int = 0) -> 
     if x.shape[0] <= n_clusters:
         return x.copy()
     km = faiss.Kmeans(
-        x.shape[1], n_clusters, niter=20, seed=seed, min_points_per_centroid=1, verbose=False
+        x.shape[1], n_clusters, niter=20, seed=random_state, min_points_per_centroid=1, verbose=False
     )
     # One feedback set is a few hundred points: OpenMP threads only add overhead (60x slower
     # on a busy 2-core machine), so train single-threaded and restore the setting after.
@@ -187,7 +187,7 @@ class ColBERTPRF:
             parts = [index.doc_tokens(d)[0] for d in list(docs)[: self.fb_docs]]
             toks = np.concatenate(parts) if parts else np.zeros((0, index.dim), np.float32)
             cents.append(
-                kmeans_centroids(toks, self.n_clusters, seed=self.random_state)
+                kmeans_centroids(toks, self.n_clusters, random_state=self.random_state)
                 if len(toks)
                 else toks
             )

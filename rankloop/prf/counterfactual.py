@@ -89,17 +89,18 @@ def seen_query_runs(
     beta: float = 0.5,
     list_k: int = 10,
     k: int = 1000,
-    rng: np.random.Generator | int = 0,
+    random_state: np.random.Generator | int = 0,
 ) -> dict[str, Run]:
     """The seen-query protocol: PBM clicks on the top `list_k` of `first_pass`, drawn from the
     qrels, then the same queries re-ranked by Rocchio from the clicks. Returns three runs:
     `clicks-unbiased` (η = 0 clicks, plain Rocchio), `clicks-biased-rocchio` (η clicks, plain)
     and `clicks-biased-corocchio` (η clicks, IPS weights r^η)."""
+    from rankloop._runtime import check_random_state
     from rankloop.clicks import PBM
-    from rankloop.clicks.simulate import as_rng, sessions_from_run, simulate_log
+    from rankloop.clicks.simulate import sessions_from_run, simulate_log
     from rankloop.prf.rocchio import run_from_rows
 
-    gen = as_rng(rng)
+    gen = check_random_state(random_state)
     sessions, grades = sessions_from_run(first_pass, qrels, n_sessions, gen, k=list_k)
     unbiased = simulate_log(PBM(eta=0.0), sessions, gen, grades)
     biased = simulate_log(PBM(eta=eta), sessions, gen, grades)

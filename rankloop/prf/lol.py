@@ -26,16 +26,19 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from rankloop.data.types import Qrels, Queries
 from rankloop.errors import ConfigError, IndexCorruptError, RankloopError
-from rankloop.io import atomic_dir
+from rankloop.io import atomic_dir, json_field, open_artifact
 
-__all__ = ["LoL", "LoLConfig", "comparative_regularization", "prf_loss"]
+__all__ = ["LoL", "LoLConfig", "comparative_regularization", "prf_loss", "train_lol"]
 
 _WEIGHTS = "model.pt"
 _CONFIG = "lol.json"
@@ -47,7 +50,7 @@ class LoLConfig:
     """Hyper-parameters of the reformulator and its training."""
 
     dim: int = 384
-    K: int = 5
+    fb_docs: int = 5
     layers: int = 1
     heads: int = 4
     hidden: int = 512
@@ -66,8 +69,8 @@ class LoLConfig:
     random_state: int = 0
 
     def __post_init__(self) -> None:
-        if self.K < 1 or self.revisions < 1 or self.layers < 1 or self.epochs < 0:
-            raise ConfigError("LoL: K, revisions and layers must be >= 1, epochs >= 0")
+        if self.fb_docs < 1 or self.revisions < 1 or self.layers < 1 or self.epochs < 0:
+            raise ConfigError("LoL: fb_docs, revisions and layers must be >= 1, epochs >= 0")
         if self.max_positives < 1 or self.patience < 1:
             raise ConfigError("LoL: max_positives and patience must be >= 1")
         if self.dim % self.heads:
@@ -106,7 +109,7 @@ def _build_module(cfg: LoLConfig):
     class _Reformulator(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.position = nn.Parameter(torch.zeros(cfg.K + 1, cfg.dim))
+            self.position = nn.Parameter(torch.zeros(cfg.fb_docs + 1, cfg.dim))
             nn.init.normal_(self.position, std=0.02)
             layer = nn.TransformerEncoderLayer(
                 cfg.dim,
@@ -149,8 +152,9 @@ class LoL:
         self.best_epoch_: int | None = None
 
     @property
-    def fb_depth(self) -> int:
-        return self.config.K
+    def fb_reads(self) -> int:
+        """Feedback documents the model reads."""
+        return self.config.fb_docs
 
     @property
     def name(self) -> str:
@@ -160,7 +164,7 @@ class LoL:
         """(n, d) reformulated queries from the first K feedback vectors."""
         import torch
 
-        K = self.config.K
+        K = self.config.fb_docs
         fb, m = np.asarray(feedback, np.float32)[:, :K], np.asarray(mask, bool)[:, :K]
         if fb.shape[1] < K:  # pad to K (fewer feedback docs than the model can read)
             extra = K - fb.shape[1]
@@ -202,8 +206,8 @@ class LoL:
 
         cfg = self.config
         q = torch.from_numpy(np.asarray(queries, np.float32))
-        fb = torch.from_numpy(np.asarray(feedback, np.float32)[:, : cfg.K])
-        fm = torch.from_numpy(np.asarray(feedback_mask, bool)[:, : cfg.K])
+        fb = torch.from_numpy(np.asarray(feedback, np.float32)[:, : cfg.fb_docs])
+        fm = torch.from_numpy(np.asarray(feedback_mask, bool)[:, : cfg.fb_docs])
         cand = torch.from_numpy(np.asarray(candidates, np.float32))
         cm = torch.from_numpy(np.asarray(candidate_mask, bool))
         pos = torch.from_numpy(np.asarray(positive, bool)) & cm
@@ -213,10 +217,10 @@ class LoL:
             else torch.arange(cand.shape[0] * cand.shape[1]).reshape(cand.shape[:2])
         )
         n = q.shape[0]
-        if fb.shape[:2] != (n, cfg.K) or cand.shape[:2] != pos.shape or pos.shape[0] != n:
+        if fb.shape[:2] != (n, cfg.fb_docs) or cand.shape[:2] != pos.shape or pos.shape[0] != n:
             raise RankloopError(
                 f"LoL.fit: shapes disagree: queries {tuple(q.shape)}, feedback {tuple(fb.shape)} "
-                f"(need K={cfg.K}), candidates {tuple(cand.shape)}, positive {tuple(pos.shape)}"
+                f"(need fb_docs={cfg.fb_docs}), candidates {tuple(cand.shape)}, positive {tuple(pos.shape)}"
             )
         keep = pos.any(dim=1)
         if not bool(keep.any()):
@@ -239,12 +243,12 @@ class LoL:
             for s in range(0, n, cfg.batch_size):
                 b = order[s : s + cfg.batch_size]
                 B = len(b)
-                sizes = torch.randint(0, cfg.K + 1, (B, R), generator=gen)
-                ranks = torch.arange(cfg.K)[None, None, :]
+                sizes = torch.randint(0, cfg.fb_docs + 1, (B, R), generator=gen)
+                ranks = torch.arange(cfg.fb_docs)[None, None, :]
                 rev_mask = fm[b][:, None, :] & (ranks < sizes[:, :, None])  # (B, R, K)
                 qr = q[b].repeat_interleave(R, dim=0)
                 fbr = fb[b].repeat_interleave(R, dim=0)
-                q_new = self.module_(qr, fbr, rev_mask.reshape(B * R, cfg.K)).reshape(B, R, -1)
+                q_new = self.module_(qr, fbr, rev_mask.reshape(B * R, cfg.fb_docs)).reshape(B, R, -1)
                 if cfg.in_batch_negatives:  # every query scores the whole batch's candidates
                     c_all, m_all, id_all = cand[b].flatten(0, 1), cm[b].flatten(), ids[b].flatten()
                     own = ids[b].masked_fill(~pos[b], -1)  # (B, C) this query's positive ids
@@ -287,22 +291,36 @@ class LoL:
         self.module_.eval()
         return self
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the weights and config to directory `path` atomically."""
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the weights and config to directory `path` atomically, with a checksummed
+        manifest; replaces only an empty folder or a saved LoL model (another rankloop
+        artefact with `overwrite=True`, any other folder never)."""
         import torch
 
-        with atomic_dir(path) as tmp:
+        with atomic_dir(
+            path,
+            "LoL model",
+            overwrite=overwrite,
+            legacy=lambda d: json_field(d / _CONFIG, "format") == FORMAT,  # pre-manifest models
+        ) as tmp:
             torch.save(self.module_.state_dict(), tmp / _WEIGHTS)
             doc = {"format": FORMAT, "config": asdict(self.config), "history": self.history_}
             (tmp / _CONFIG).write_text(json.dumps(doc, indent=2), encoding="utf-8")
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> LoL:
-        """Read a model written by `save`."""
+    def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> LoL:
+        """Read a model written by `save`, checking each file's size and SHA-256 first
+        (`verify=False`: sizes only)."""
         import torch
 
         directory = Path(path)
+        open_artifact(
+            directory,
+            "LoL model",
+            verify=verify,
+            legacy=lambda d: json_field(d / _CONFIG, "format") == FORMAT,
+        )
         try:
             doc = json.loads((directory / _CONFIG).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -311,7 +329,10 @@ class LoL:
             raise IndexCorruptError(f"{directory / _CONFIG}: unreadable ({e})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise IndexCorruptError(f"{directory / _CONFIG}: expected format {FORMAT!r}")
-        model = cls(LoLConfig(**doc["config"]))
+        config = dict(doc["config"])
+        if "K" in config:  # models saved before the feedback depth was named fb_docs
+            config["fb_docs"] = config.pop("K")
+        model = cls(LoLConfig(**config))
         try:
             state = torch.load(directory / _WEIGHTS, map_location="cpu", weights_only=True)
             model.module_.load_state_dict(state)
@@ -357,3 +378,97 @@ def positive_rows(
         judged = [(g, row_of[d]) for d, g in qrels.get(q, {}).items() if g > 0 and d in row_of]
         out.append([r for _, r in sorted(judged, key=lambda t: -t[0])])
     return out
+
+
+DEV_FRACTION = 0.2  # share of train queries held out for model selection when there is no dev split
+
+
+def _dev_ndcg(index: Any, qvecs: np.ndarray, query_ids: Sequence[str], qrels: Qrels,
+              model: LoL) -> float:  # fmt: skip
+    """nDCG@10 (top 100) of dense retrieval with `model` reformulating from the dense top K."""
+    from rankloop.eval import evaluate
+    from rankloop.prf.rocchio import VectorPRF, run_from_rows
+
+    scores, rows = VectorPRF(index, model).search_vectors(qvecs, 100)
+    run = run_from_rows(index, query_ids, scores, rows, "dev")
+    return float(evaluate(qrels.subset(query_ids), run, ["ndcg_cut_10"])["ndcg_cut_10"])
+
+
+def train_lol(
+    index: Any,
+    qvecs: np.ndarray,
+    queries: Queries,
+    qrels: Qrels,
+    *,
+    dev: tuple[np.ndarray, Queries, Qrels] | None = None,
+    config: LoLConfig | None = None,
+    max_train_queries: int | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    cache_key: Mapping[str, Any] | None = None,
+    verbose: bool = True,
+) -> LoL:
+    """Train a LoL reformulator on `queries` (vectors `qvecs`, judgements `qrels`) over the
+    dense `index`, with feedback from the dense top `fb_docs`.
+
+    The epoch is selected by nDCG@10 on `dev` (vectors, queries, qrels), or, without one, on a
+    seeded `DEV_FRACTION` of the queries held out from training; the untrained identity model
+    (no PRF) competes too, so a model that does not help on dev is never kept.
+    `max_train_queries` caps the training queries by a seeded sample (bounded CPU time). With
+    `cache` (a directory), the model is saved there under a hash of the configuration, the
+    query ids and `cache_key` (e.g. the data set and encoder), and loaded when present.
+    """
+    import hashlib
+
+    from rankloop._runtime import check_random_state
+    from rankloop.prf.rocchio import gather_feedback
+
+    cfg = config if config is not None else LoLConfig(dim=index.dim)
+    if cfg.dim != index.dim:
+        raise ConfigError(f"LoL dim {cfg.dim} differs from the index's {index.dim}")
+    qvecs = np.asarray(qvecs, np.float32)
+    if len(qvecs) != len(queries):
+        raise RankloopError(f"{len(queries)} queries but {len(qvecs)} query vectors")
+    ids = list(queries.ids)
+    if dev is None:
+        order = check_random_state(cfg.random_state).permutation(len(ids))
+        n_dev = max(1, round(DEV_FRACTION * len(order)))
+        held, kept = np.sort(order[:n_dev]), np.sort(order[n_dev:])
+        dev = (qvecs[held], queries.subset([ids[i] for i in held]), qrels)
+        qvecs, queries = qvecs[kept], queries.subset([ids[i] for i in kept])
+        ids = list(queries.ids)
+    if max_train_queries is not None and len(ids) > max_train_queries:
+        keep = np.sort(
+            check_random_state(cfg.random_state).choice(len(ids), max_train_queries, replace=False)
+        )
+        qvecs, queries = qvecs[keep], queries.subset([ids[i] for i in keep])
+        ids = list(queries.ids)
+    dev_vecs, dev_queries, dev_qrels = dev
+    path = None
+    if cache is not None:
+        ident = json.dumps(
+            {"cfg": asdict(cfg), "key": dict(cache_key or {}),
+             "q": hashlib.sha256("|".join(ids).encode()).hexdigest(),
+             "dev": hashlib.sha256("|".join(dev_queries.ids).encode()).hexdigest()},
+            sort_keys=True,
+        )  # fmt: skip
+        path = Path(cache) / f"lol-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+        if (path / _CONFIG).is_file():
+            if verbose:
+                print(f"[lol] cached model {path}", file=sys.stderr, flush=True)
+            return LoL.load(path)
+    _, rows = index.search_rows(qvecs, max(100, cfg.n_negatives + cfg.fb_docs))
+    fb, mask = gather_feedback(index, rows[:, : cfg.fb_docs])
+    row_of = dict(zip(index.ids, range(index.ntotal)))
+    positives = positive_rows(qrels.data, ids, row_of)
+    crow, cmask, cpos = training_candidates(rows, positives, cfg.n_negatives, cfg.max_positives)
+    cand, _ = gather_feedback(index, crow)
+    if verbose:
+        print(f"[lol] training on {len(ids)} queries (λ_cr={cfg.lambda_cr}), selecting on "
+              f"{len(dev_queries)} dev queries", file=sys.stderr, flush=True)  # fmt: skip
+    model = LoL(cfg).fit(
+        qvecs, fb, mask, cand, cmask, cpos, candidate_ids=crow, verbose=verbose,
+        validate=lambda m: _dev_ndcg(index, dev_vecs, dev_queries.ids, dev_qrels, m),
+    )  # fmt: skip
+    if path is not None:
+        model.save(path)
+    return model

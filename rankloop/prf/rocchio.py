@@ -5,10 +5,10 @@ validity mask, gathered from a `VectorIndex`'s stored full-precision vectors (`v
 PRF works on any FAISS index type (Flat, HNSW, IVF-PQ, ...), never through `reconstruct`.
 
 Average PRF is pyserini's `DenseVectorAveragePrf`: q' = (q + d1 + ... + dk) / (k + 1).
-Rocchio is pyserini's `DenseVectorRocchioPrf`: q' = α q + β mean(top k) − γ mean(bottom b),
-where the bottom b are the last b of the top-`depth` feedback list. rankloop's default is
-α = 1, β = 0.2, k = 3: on the train queries (SciFact train, NFCorpus train), β = 0.2 is the only
-β in {0.05, 0.1, 0.2, 0.3, 0.5} at k = 3 that does not lower nDCG@10 on either set (larger β
+Rocchio is pyserini's `DenseVectorRocchioPrf`: q' = α q + β mean(top fb_docs) − γ mean(bottom
+bottom_fb_docs), the bottom ones being the last of the top-`fb_window` feedback list. rankloop's
+default is α = 1, β = 0.2, fb_docs = 3: on the train queries (SciFact train, NFCorpus train),
+β = 0.2 is the only β in {0.05, 0.1, 0.2, 0.3, 0.5} at fb_docs = 3 that does not lower nDCG@10 on either set (larger β
 drifts on SciFact, where a query has about one relevant document).
 """
 
@@ -53,13 +53,14 @@ def rocchio(
     alpha: float = 1.0,
     beta: float = 0.2,
     gamma: float = 0.0,
-    k: int | None = None,
-    bottom_k: int = 0,
+    fb_docs: int | None = None,
+    bottom_fb_docs: int = 0,
 ) -> np.ndarray:
-    """Rocchio over a batch: α q + β mean(first `k` valid feedback) − γ mean(last `bottom_k`).
+    """Rocchio over a batch: α q + β mean(first `fb_docs` valid feedback) − γ mean(last
+    `bottom_fb_docs`).
 
     `queries` (n, d), `feedback` (n, m, d) ranked best first, `mask` (n, m) True for real
-    feedback rows (default all). `k=None` uses all m rows as positives. A query with no valid
+    feedback rows (default all). `fb_docs=None` uses all m rows as positives. A query with no valid
     feedback keeps α q. Returns (n, d) float32.
     """
     q = np.asarray(queries, dtype=np.float32)
@@ -72,17 +73,17 @@ def rocchio(
     valid = np.ones((n, m), bool) if mask is None else np.asarray(mask, bool)
     if valid.shape != (n, m):
         raise RankloopError(f"rocchio: mask must be {(n, m)}, got {valid.shape}")
-    k = m if k is None else int(k)
-    if k < 0 or bottom_k < 0:
-        raise ConfigError(f"k and bottom_k must be >= 0, got {k}, {bottom_k}")
+    k = m if fb_docs is None else int(fb_docs)
+    if k < 0 or bottom_fb_docs < 0:
+        raise ConfigError(f"fb_docs and bottom_fb_docs must be >= 0, got {k}, {bottom_fb_docs}")
     # Position of each row among its query's valid rows (valid rows are a prefix in practice).
     pos = np.cumsum(valid, axis=1) - 1
     n_valid = valid.sum(axis=1, keepdims=True)
     out = alpha * q
     if beta and k:
         out = out + beta * _masked_mean(fb, valid & (pos < k))
-    if gamma and bottom_k:
-        out = out - gamma * _masked_mean(fb, valid & (pos >= n_valid - bottom_k))
+    if gamma and bottom_fb_docs:
+        out = out - gamma * _masked_mean(fb, valid & (pos >= n_valid - bottom_fb_docs))
     return out.astype(np.float32)
 
 
@@ -107,50 +108,52 @@ class Reformulator(Protocol):
 
 @dataclass(frozen=True)
 class Rocchio:
-    """Rocchio as a `Reformulator`; `Rocchio.average(k)` is Average PRF (pyserini's definition).
+    """Rocchio as a `Reformulator`; `Rocchio.averaged(fb_docs)` is Average PRF (pyserini's).
 
-    `depth` is how many first-pass documents are read: the top `k` are positives and the last
-    `bottom_k` of those `depth` are negatives (pyserini's `prf_depth`, `topk`, `bottomk`).
+    `fb_window` is how many first-pass documents are read: the top `fb_docs` are positives and
+    the last `bottom_fb_docs` of the window are negatives (pyserini's `prf_depth`, `topk`,
+    `bottomk`).
     """
 
     alpha: float = 1.0
     beta: float = 0.2
     gamma: float = 0.0
-    k: int = 3
-    bottom_k: int = 0
-    depth: int | None = None
+    fb_docs: int = 3
+    bottom_fb_docs: int = 0
+    fb_window: int | None = None
     average: bool = False
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ConfigError(f"Rocchio k must be >= 1, got {self.k}")
-        if self.bottom_k < 0:
-            raise ConfigError(f"Rocchio bottom_k must be >= 0, got {self.bottom_k}")
-        if self.depth is not None and self.depth < max(self.k, self.bottom_k):
+        if self.fb_docs < 1:
+            raise ConfigError(f"Rocchio fb_docs must be >= 1, got {self.fb_docs}")
+        if self.bottom_fb_docs < 0:
+            raise ConfigError(f"Rocchio bottom_fb_docs must be >= 0, got {self.bottom_fb_docs}")
+        if self.fb_window is not None and self.fb_window < max(self.fb_docs, self.bottom_fb_docs):
             raise ConfigError(
-                f"Rocchio depth ({self.depth}) must be >= k ({self.k}) and bottom_k ({self.bottom_k})"
+                f"Rocchio fb_window ({self.fb_window}) must be >= fb_docs ({self.fb_docs}) and "
+                f"bottom_fb_docs ({self.bottom_fb_docs})"
             )
 
     @classmethod
-    def averaged(cls, k: int) -> Rocchio:
-        """Average PRF over the top `k`."""
-        return cls(k=k, average=True)
+    def averaged(cls, fb_docs: int) -> Rocchio:
+        """Average PRF over the top `fb_docs`."""
+        return cls(fb_docs=fb_docs, average=True)
 
     @property
-    def fb_depth(self) -> int:
+    def fb_reads(self) -> int:
         """First-pass documents this reformulator reads."""
-        return self.depth if self.depth is not None else max(self.k, self.bottom_k)
+        return self.fb_window if self.fb_window is not None else max(self.fb_docs, self.bottom_fb_docs)
 
     @property
     def name(self) -> str:
         if self.average:
-            return f"avg-k{self.k}"
-        neg = f"-g{self.gamma:g}-b{self.bottom_k}" if self.gamma and self.bottom_k else ""
-        return f"rocchio-k{self.k}-a{self.alpha:g}-b{self.beta:g}{neg}"
+            return f"avg-fb{self.fb_docs}"
+        neg = f"-g{self.gamma:g}-bfb{self.bottom_fb_docs}" if self.gamma and self.bottom_fb_docs else ""
+        return f"rocchio-fb{self.fb_docs}-a{self.alpha:g}-b{self.beta:g}{neg}"
 
     def __call__(self, queries: np.ndarray, feedback: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.average:
-            return average_prf(queries, feedback[:, : self.k], mask[:, : self.k])
+            return average_prf(queries, feedback[:, : self.fb_docs], mask[:, : self.fb_docs])
         return rocchio(
             queries,
             feedback,
@@ -158,8 +161,8 @@ class Rocchio:
             alpha=self.alpha,
             beta=self.beta,
             gamma=self.gamma,
-            k=self.k,
-            bottom_k=self.bottom_k,
+            fb_docs=self.fb_docs,
+            bottom_fb_docs=self.bottom_fb_docs,
         )
 
 
@@ -173,17 +176,17 @@ def gather_feedback(index: VectorIndex, rows: np.ndarray) -> tuple[np.ndarray, n
 
 
 def feedback_from_run(
-    index: VectorIndex, run: Run, query_ids: Sequence[str], depth: int
+    index: VectorIndex, run: Run, query_ids: Sequence[str], fb_docs: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Feedback vectors from any run (e.g. BM25): the top `depth` docs per query, in rank order.
+    """Feedback vectors from any run (e.g. BM25): the top `fb_docs` docs per query, in rank order.
 
-    Docs the index does not hold are skipped. Returns (n, depth, d) vectors and (n, depth) mask.
+    Docs the index does not hold are skipped. Returns (n, fb_docs, d) vectors and mask.
     """
-    rows = np.full((len(query_ids), depth), -1, dtype=np.int64)
+    rows = np.full((len(query_ids), fb_docs), -1, dtype=np.int64)
     known = index.rows  # raises on unknown ids, so filter against the id map first
     ids = set(index.ids)
     for i, q in enumerate(query_ids):
-        docs = [d for d, _ in run.ranked(q) if d in ids][:depth] if q in run else []
+        docs = [d for d, _ in run.ranked(q) if d in ids][:fb_docs] if q in run else []
         if docs:
             rows[i, : len(docs)] = known(docs)
     return gather_feedback(index, rows)
@@ -214,7 +217,7 @@ def run_from_rows(
 class VectorPRF:
     """Dense retrieval with vector PRF over any `VectorIndex`, batched over all queries.
 
-    Each iteration searches with the current query vectors, reads the top `fb_depth` stored
+    Each iteration searches with the current query vectors, reads the top `fb_reads` stored
     vectors and applies `reformulator` to (current query, feedback); `iterations=2` is
     two-round VPRF. With `feedback_run`, the first round's feedback comes from that run (e.g.
     BM25 or a hybrid) instead of the dense first pass.
@@ -225,19 +228,19 @@ class VectorPRF:
         index: VectorIndex,
         reformulator: Reformulator,
         *,
-        fb_depth: int | None = None,
+        fb_reads: int | None = None,
         iterations: int = 1,
         normalize: bool = False,
         search_params: dict[str, Any] | None = None,
     ) -> None:
         if iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {iterations}")
-        depth = fb_depth if fb_depth is not None else getattr(reformulator, "fb_depth", None)
+        depth = fb_reads if fb_reads is not None else getattr(reformulator, "fb_reads", None)
         if depth is None or depth < 1:
-            raise ConfigError("fb_depth must be a positive int (or given by the reformulator)")
+            raise ConfigError("fb_reads must be a positive int (or given by the reformulator)")
         self.index = index
         self.reformulator = reformulator
-        self.fb_depth = int(depth)
+        self.fb_reads = int(depth)
         self.iterations = int(iterations)
         self.normalize = normalize
         self.search_params = dict(search_params or {})
@@ -260,7 +263,7 @@ class VectorPRF:
             if it == 0 and first_feedback is not None:
                 fb, mask = first_feedback
             else:
-                _, rows = self._search(q, self.fb_depth)
+                _, rows = self._search(q, self.fb_reads)
                 t_search += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 fb, mask = gather_feedback(self.index, rows)
@@ -298,7 +301,7 @@ class VectorPRF:
         if len(queries) != len(qvecs):
             raise RankloopError(f"{len(queries)} queries but {len(qvecs)} query vectors")
         first = (
-            feedback_from_run(self.index, feedback_run, queries.ids, self.fb_depth)
+            feedback_from_run(self.index, feedback_run, queries.ids, self.fb_reads)
             if feedback_run is not None
             else None
         )

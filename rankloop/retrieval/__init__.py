@@ -11,10 +11,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rankloop.retrieval.base import Retriever, open_index
+    from rankloop.retrieval.base import Retriever
     from rankloop.retrieval.dense import DenseRetriever
     from rankloop.retrieval.hybrid import HybridRetriever
     from rankloop.retrieval.multivector import MultiVectorRetriever
+    from rankloop.retrieval.open import open_index
     from rankloop.retrieval.sparse import BM25Retriever
 
 _LAZY = {
@@ -23,7 +24,7 @@ _LAZY = {
     "BM25Retriever": "rankloop.retrieval.sparse",
     "HybridRetriever": "rankloop.retrieval.hybrid",
     "MultiVectorRetriever": "rankloop.retrieval.multivector",
-    "open_index": "rankloop.retrieval.base",
+    "open_index": "rankloop.retrieval.open",
 }
 __all__ = [
     "BM25Retriever",

@@ -9,9 +9,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from rankloop._runtime import cache_dir
 from rankloop.data.types import Queries, Run
 from rankloop.errors import IndexCorruptError, RankloopError
-from rankloop.io import atomic_write
+from rankloop.io import atomic_write, recover
 
 META_FILE = "retriever.json"
 META_FORMAT = 1
@@ -19,9 +20,8 @@ KINDS = ("dense", "bm25", "multivector")
 
 
 def index_cache_dir() -> Path:
-    """Where built indexes are cached: `$RANKLOOP_CACHE/indexes` (default ~/.cache/rankloop)."""
-    root = os.environ.get("RANKLOOP_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "rankloop") / "indexes"
+    """Where built indexes are cached: `_runtime.cache_dir("indexes")` ($RANKLOOP_CACHE/indexes)."""
+    return cache_dir("indexes")
 
 
 @runtime_checkable
@@ -67,6 +67,7 @@ def write_meta(index_dir: str | os.PathLike[str], kind: str, **fields: Any) -> N
 
 def read_meta(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Read `retriever.json` from an index directory built by rankloop."""
+    recover(index_dir)  # a save killed between its renames: restore the old or new copy first
     path = Path(index_dir) / META_FILE
     if not Path(index_dir).is_dir():
         raise RankloopError(f"{index_dir}: no such index directory")
@@ -99,24 +100,8 @@ def ranked_to_dict(
     return hits
 
 
-def open_index(index_dir: str | os.PathLike[str], **kwargs: Any) -> Retriever:
-    """The retriever for an index directory built by rankloop, chosen by its `retriever.json`.
-
-    `kwargs` go to the retriever: `k1`/`b`/`rm3`/`rocchio` for BM25 (defaults: the values
-    recorded at build time), `encoder` for dense and multi-vector indexes.
-    """
-    meta = read_meta(index_dir)
-    kind = meta["kind"]
-    if kind == "bm25":
-        from rankloop.retrieval.sparse import BM25Retriever
-
-        kwargs.setdefault("k1", meta.get("k1", 0.9))
-        kwargs.setdefault("b", meta.get("b", 0.4))
-        return BM25Retriever(index_dir, **kwargs)
-    if kind == "dense":
-        from rankloop.retrieval.dense import DenseRetriever
-
-        return DenseRetriever.load(index_dir, **kwargs)
-    from rankloop.retrieval.multivector import MultiVectorRetriever
-
-    return MultiVectorRetriever.load(index_dir, **kwargs)
+def drop_query_ids(run: Run, k: int) -> Run:
+    """`run` without each query's own id among its documents, cut to `k` (for collections
+    whose queries are corpus documents; fetch k + 1 so that k remain)."""
+    data = {q: dict([(d, s) for d, s in run.ranked(q) if d != q][:k]) for q in run.data}
+    return Run(data, run.name, dict(run.meta))

@@ -101,8 +101,10 @@ def _bm25_args(p: argparse.ArgumentParser, stored_defaults: bool = False) -> Non
 def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--remove-query-id",
-        action="store_true",
-        help="drop a hit whose doc id equals the query id (ArguAna-style collections)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="drop a hit whose doc id equals the query id (default: the data set's convention "
+        "in the registry, on for ArguAna and Quora)",
     )
     p.add_argument(
         "--param",
@@ -175,7 +177,12 @@ def _build_dense(corpus, args: argparse.Namespace):  # -> DenseRetriever
 
 def _search_kwargs(args: argparse.Namespace, kind: str, strict: bool = True) -> dict[str, Any]:
     """Keyword arguments for `<kind>` retrievers' `search`; `strict` rejects unusable --param."""
-    kw: dict[str, Any] = {"remove_query_id": args.remove_query_id}
+    remove = args.remove_query_id
+    if remove is None:
+        from rankloop.data.registry import remove_query_id
+
+        remove = remove_query_id(args.dataset) if getattr(args, "dataset", None) else False
+    kw: dict[str, Any] = {"remove_query_id": remove}
     params = _search_params(args.param)
     if kind == "bm25":
         if params and strict:
@@ -226,7 +233,8 @@ def _index_build(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     from rankloop.data.trec import write_run
-    from rankloop.retrieval.base import open_index, read_meta
+    from rankloop.retrieval.base import read_meta
+    from rankloop.retrieval.open import open_index
 
     k = _check_k(args.k)
     meta = read_meta(args.index)
@@ -285,7 +293,7 @@ def _run(args: argparse.Namespace) -> int:
         from rankloop.retrieval.hybrid import HybridRetriever
 
         hybrid = HybridRetriever(
-            dense, sparse, method=args.fusion, norm=args.norm, k=args.rrf_k, depth=depth
+            dense, sparse, method=args.fusion, norm=args.norm, rrf_k=args.rrf_k, depth=depth
         )
         runs.append(hybrid.fuse(runs, k))
     runs = [r.top_k(k) for r in runs]

@@ -73,13 +73,40 @@ class DenseRetriever(EncodedIndexRetriever):
         if batch_size < 1:
             raise RankloopError(f"batch_size must be >= 1, got {batch_size}")
         keep, _ = split_empty(queries, "DenseRetriever.search")
-        texts = [queries.texts[i] for i in keep]
-        qids = [queries.ids[i] for i in keep]
         t0 = time.perf_counter()
+        texts = [queries.texts[i] for i in keep]
         qvecs = self.encoder.encode_queries(texts) if texts else np.zeros((0, self.index.dim))
+        encode_s = time.perf_counter() - t0
+        run = self.search_vectors(
+            queries.subset([queries.ids[i] for i in keep]), qvecs, k, batch_size=batch_size,
+            remove_query_id=remove_query_id, all_ids=queries.ids, **search_params,
+        )  # fmt: skip
+        self.last_timing["encode_s"] = encode_s
+        return run
+
+    def search_vectors(
+        self,
+        queries: Queries,
+        qvecs: np.ndarray,
+        k: int = 1000,
+        *,
+        batch_size: int = 256,
+        remove_query_id: bool = False,
+        all_ids: list[str] | None = None,
+        **search_params: Any,
+    ) -> Run:
+        """Like `search` for queries already encoded as `qvecs` (n, d): a pipeline encodes each
+        query set once and reuses the vectors. `all_ids` lists queries that get an empty entry
+        when they are not in `queries` (blank ones)."""
+        check_k(k)
+        if batch_size < 1:
+            raise RankloopError(f"batch_size must be >= 1, got {batch_size}")
+        if len(queries) != len(qvecs):
+            raise RankloopError(f"{len(queries)} queries but {len(qvecs)} query vectors")
+        qids = queries.ids
         t1 = time.perf_counter()
         fetch = k + 1 if remove_query_id else k
-        data: dict[str, dict[str, float]] = {q: {} for q in queries.ids}
+        data: dict[str, dict[str, float]] = {q: {} for q in (all_ids or qids)}
         for start in range(0, len(qids), batch_size):
             scores, ids = self.index.search(
                 qvecs[start : start + batch_size], fetch, **search_params
@@ -89,7 +116,7 @@ class DenseRetriever(EncodedIndexRetriever):
                 row_scores = scores[row][found[row]].tolist()
                 data[qid] = ranked_to_dict(qid, doc_ids, row_scores, k, remove_query_id)
         t2 = time.perf_counter()
-        self.last_timing = {"encode_s": t1 - t0, "search_s": t2 - t1, "n_queries": len(qids)}
+        self.last_timing = {"encode_s": 0.0, "search_s": t2 - t1, "n_queries": len(qids)}
         return Run(data, self.name, {"model": self.encoder.name, "k": k, **search_params})
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ class HybridRetriever:
     """Fuse the top-`depth` runs of `dense` and `sparse` (RRF by default, or normalised
     CombSUM/CombMNZ) and keep the top `k`.
 
-    `method`, `norm`, `k` (RRF's constant, named `rrf_k` here) and `weights` are passed to
+    `method`, `norm`, `rrf_k` (RRF's constant) and `weights` are passed to
     `fuse` unchanged; `weights` follows the order (dense, sparse).
     """
 
@@ -24,7 +24,7 @@ class HybridRetriever:
         sparse: Retriever,
         method: str = "rrf",
         norm: str | None = None,
-        k: int = 60,
+        rrf_k: float = 60.0,
         weights: Sequence[float] | None = None,
         depth: int = 1000,
     ) -> None:
@@ -34,7 +34,7 @@ class HybridRetriever:
         self.sparse = sparse
         self.method = method
         self.norm = norm
-        self.rrf_k = k
+        self.rrf_k = rrf_k
         self.weights = None if weights is None else [float(w) for w in weights]
         self.depth = check_k(depth)
 
@@ -53,7 +53,7 @@ class HybridRetriever:
         from rankloop.eval.fusion import fuse
 
         fused = fuse(
-            list(runs), method=self.method, norm=self.norm, k=self.rrf_k, weights=self.weights
+            list(runs), method=self.method, norm=self.norm, rrf_k=self.rrf_k, weights=self.weights
         )
         label = self.method if self.norm is None else f"{self.method}-{self.norm}"
         return fused.top_k(check_k(k)).with_name(f"hybrid:{label}")

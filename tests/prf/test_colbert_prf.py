@@ -85,10 +85,10 @@ def test_kmeans_step_labels_idf_and_weights(index: MultiVectorIndex) -> None:
 
 def test_kmeans_centroids_are_group_means_and_seeded() -> None:
     x = _unit(np.stack([v for v, _ in _F]))
-    c = kmeans_centroids(x, 2, seed=3)
+    c = kmeans_centroids(x, 2, random_state=3)
     c = c[np.argsort(-c[:, 0])]
     np.testing.assert_allclose(c, [x[:3].mean(0), x[3:].mean(0)], atol=1e-5)
-    np.testing.assert_array_equal(kmeans_centroids(x, 2, seed=3), kmeans_centroids(x, 2, seed=3))
+    np.testing.assert_array_equal(kmeans_centroids(x, 2, random_state=3), kmeans_centroids(x, 2, random_state=3))
     np.testing.assert_array_equal(kmeans_centroids(x[:2], 5), x[:2])  # fewer points than k
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from rankloop.errors import ConfigError
-from rankloop.experiments.prf import DEFAULT_METHODS, PRFConfig
-from rankloop.prf.cli import register
+from rankloop.experiments.cli import register
+from rankloop.experiments.prf import DEFAULT_PIPELINES, REFERENCE, PRFConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -18,26 +18,32 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_shipped_configs_load() -> None:
     for name in ("prf_scifact.yaml", "prf_nfcorpus.yaml"):
         cfg = PRFConfig.from_yaml(CONFIGS / name)
-        assert cfg.methods == DEFAULT_METHODS
+        assert cfg.pipelines == DEFAULT_PIPELINES and cfg.reference == REFERENCE
 
 
 @pytest.mark.parametrize(
-    "methods",
+    "changes",
     [
-        [{"name": "x", "kind": "nope"}],
-        [{"name": "dense", "kind": "average"}],
-        [{"name": "a", "kind": "average"}, {"name": "a", "kind": "average"}],
-        [{"name": "f", "kind": "fusion", "runs": ["dense", "later"]}],
-        [{"name": "r", "kind": "rocchio", "feedback": "splade"}],
+        {"baseline": "nope"},
+        {"pipelines": {}},
+        {"sweep": ["later"]},
+        {"reference": ["x"]},
+        {"k": 0},
+        {"depths": [0]},
+        {"depths": "3"},
+        {"k": True},
+        {"k": 10**12},
+        {"pipelines": {"dense": 3}},
+        {"measures": [1]},
     ],
 )
-def test_bad_methods_raise(methods: list) -> None:
+def test_bad_configs_raise(changes: dict) -> None:
     with pytest.raises(ConfigError):
-        PRFConfig(methods=methods)
+        PRFConfig.from_dict(changes)
 
 
 def test_unknown_config_key_raises() -> None:
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="unknown key 'methodz'; valid keys: dataset"):
         PRFConfig.from_dict({"dataset": "scifact", "methodz": []})
 
 
@@ -58,12 +64,14 @@ def test_end_to_end_scifact(tmp_path: Path) -> None:
 
     cfg = PRFConfig(
         depths=[1, 3],
-        methods=[
-            {"name": "avg-k3", "kind": "average", "k": 3},
-            {"name": "rocchio-bm25fb", "kind": "rocchio", "k": 3, "beta": 0.5, "feedback": "bm25"},
-            {"name": "bm25+rm3", "kind": "sparse", "feedback": "rm3"},
-            {"name": "hyb", "kind": "fusion", "runs": ["dense", "bm25+rm3"]},
-        ],
+        reference=[],
+        pipelines={
+            "dense": "dense",
+            "avg-k3": "average(fb_docs=3)",
+            "rocchio-bm25fb": "bm25 >> rocchio(fb_docs=3, beta=0.5)",
+            "bm25+rm3": "bm25_rm3",
+            "hyb": "fuse(dense, ref('bm25+rm3'), method='rrf')",
+        },
         sweep=["avg-k3"],
     )
     result = run_prf(cfg, verbose=False)

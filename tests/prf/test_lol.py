@@ -39,7 +39,7 @@ def test_prf_loss_is_multi_positive_cross_entropy() -> None:
 
 
 def test_untrained_model_is_identity() -> None:
-    m = LoL(dim=8, heads=2, hidden=16, K=3)
+    m = LoL(dim=8, heads=2, hidden=16, fb_docs=3)
     q = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
     fb = np.random.default_rng(1).normal(size=(4, 3, 8)).astype(np.float32)
     np.testing.assert_allclose(m(q, fb, np.ones((4, 3), bool)), q, atol=1e-6)
@@ -60,7 +60,7 @@ def _synthetic(n: int = 64, d: int = 8, seed: int = 0):
 def test_training_lowers_the_loss_and_save_load_round_trips(tmp_path) -> None:
     docs, q, fb, crow, cmask, cpos = _synthetic()
     cand = docs[np.where(crow >= 0, crow, 0)]
-    m = LoL(dim=8, heads=2, hidden=32, K=3, epochs=15, batch_size=16, lr=3e-3, lambda_cr=0.5)
+    m = LoL(dim=8, heads=2, hidden=32, fb_docs=3, epochs=15, batch_size=16, lr=3e-3, lambda_cr=0.5)
     m.fit(q, fb, np.ones(fb.shape[:2], bool), cand, cmask, cpos)
     assert m.history_[-1]["l_pr"] < m.history_[0]["l_pr"]
     out = m(q, fb, np.ones(fb.shape[:2], bool))
@@ -80,14 +80,14 @@ def test_config_validation() -> None:
     with pytest.raises(ConfigError):
         LoLConfig(dim=10, heads=4)
     with pytest.raises(ConfigError):
-        LoL(LoLConfig(), K=3)
+        LoL(LoLConfig(), fb_docs=3)
 
 
 def test_validation_keeps_the_identity_when_training_never_helps() -> None:
     docs, q, fb, crow, cmask, cpos = _synthetic()
     cand = docs[np.where(crow >= 0, crow, 0)]
     scores = iter([1.0, 0.5, 0.4, 0.3])  # epoch 0 (identity) is best
-    m = LoL(dim=8, heads=2, hidden=32, K=3, epochs=5, patience=2, batch_size=16, lr=3e-3)
+    m = LoL(dim=8, heads=2, hidden=32, fb_docs=3, epochs=5, patience=2, batch_size=16, lr=3e-3)
     m.fit(q, fb, np.ones(fb.shape[:2], bool), cand, cmask, cpos, validate=lambda _: next(scores))
     assert m.best_epoch_ == 0 and [h["epoch"] for h in m.history_] == [0, 1, 2]  # stopped early
     np.testing.assert_allclose(m(q, fb, np.ones(fb.shape[:2], bool)), q, atol=1e-6)
@@ -96,7 +96,7 @@ def test_validation_keeps_the_identity_when_training_never_helps() -> None:
 def test_in_batch_negatives_train_and_respect_shared_positives() -> None:
     docs, q, fb, crow, cmask, cpos = _synthetic()
     cand = docs[np.where(crow >= 0, crow, 0)]
-    m = LoL(dim=8, heads=2, hidden=32, K=3, epochs=10, batch_size=16, lr=3e-3)
+    m = LoL(dim=8, heads=2, hidden=32, fb_docs=3, epochs=10, batch_size=16, lr=3e-3)
     m.fit(q, fb, np.ones(fb.shape[:2], bool), cand, cmask, cpos, candidate_ids=crow)
     assert m.config.in_batch_negatives and m.history_[-1]["l_pr"] < m.history_[0]["l_pr"]
 

@@ -41,7 +41,7 @@ def test_rocchio_positives_and_negatives_by_hand() -> None:
     q = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
     fb = np.array([[[0, 2], [2, 0], [4, 4], [0, 8]], [[2, 2], [0, 0], [0, 0], [0, 0]]], np.float32)
     mask = np.array([[True] * 4, [True, False, False, False]])
-    out = rocchio(q, fb, mask, alpha=0.5, beta=1.0, gamma=0.25, k=2, bottom_k=1)
+    out = rocchio(q, fb, mask, alpha=0.5, beta=1.0, gamma=0.25, fb_docs=2, bottom_fb_docs=1)
     # query 0: .5 q + mean(d1, d2) - .25 d4 = (.5,0) + (1,1) - (0,2) = (1.5, -1)
     # query 1: one valid doc is both the top positive and the bottom negative.
     np.testing.assert_allclose(out[0], [1.5, -1.0])
@@ -62,7 +62,7 @@ def test_average_equals_rocchio_special_case() -> None:
     )
     mask = np.ones((4, 3), bool)
     np.testing.assert_allclose(
-        average_prf(q, fb, mask), rocchio(q, fb, mask, alpha=0.25, beta=0.75, k=3), atol=1e-6
+        average_prf(q, fb, mask), rocchio(q, fb, mask, alpha=0.25, beta=0.75, fb_docs=3), atol=1e-6
     )
 
 
@@ -90,8 +90,8 @@ def test_vector_prf_one_round_by_hand() -> None:
 def test_multi_iteration_applies_feedback_repeatedly() -> None:
     index = _index()
     q = np.array([[1.0, 0.1, 0.0]], np.float32)
-    one = VectorPRF(index, Rocchio(alpha=1, beta=1, k=1)).reformulate(q)
-    two = VectorPRF(index, Rocchio(alpha=1, beta=1, k=1), iterations=2).reformulate(q)
+    one = VectorPRF(index, Rocchio(alpha=1, beta=1, fb_docs=1)).reformulate(q)
+    two = VectorPRF(index, Rocchio(alpha=1, beta=1, fb_docs=1), iterations=2).reformulate(q)
     top = index.search_rows(one, 1)[1][0, 0]
     np.testing.assert_allclose(two, one + index.vectors_at([top]), atol=1e-6)
 
@@ -104,7 +104,7 @@ def test_feedback_from_another_run_and_run_output() -> None:
     np.testing.assert_allclose(fb[0, :2], [[0, 0, 1], [0, 1, 0]])
     queries = Queries(["q1", "q2"], ["x", "y"])
     qv = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
-    run = VectorPRF(index, Rocchio(alpha=1, beta=1, k=1)).search(
+    run = VectorPRF(index, Rocchio(alpha=1, beta=1, fb_docs=1)).search(
         queries, qv, 2, feedback_run=sparse
     )
     assert set(run.query_ids) == {"q1", "q2"}
@@ -113,9 +113,9 @@ def test_feedback_from_another_run_and_run_output() -> None:
 
 def test_bad_settings_raise() -> None:
     with pytest.raises(ConfigError):
-        Rocchio(k=0)
+        Rocchio(fb_docs=0)
     with pytest.raises(ConfigError):
-        Rocchio(k=5, depth=3)
+        Rocchio(fb_docs=5, fb_window=3)
     with pytest.raises(RankloopError):
         rocchio(np.zeros((2, 3)), np.zeros((1, 2, 3)))
     with pytest.raises(ConfigError):

@@ -80,7 +80,8 @@ def test_ann_factory_and_search_params(scifact_slice, encoder, dense_slice) -> N
 
 
 def test_save_and_open_index(tmp_path: Path, scifact_slice, dense_slice) -> None:
-    from rankloop.retrieval.base import open_index, read_meta
+    from rankloop.retrieval.base import read_meta
+    from rankloop.retrieval.open import open_index
 
     dense_slice.save(tmp_path / "idx", corpus="slice")
     meta = read_meta(tmp_path / "idx")
@@ -96,7 +97,7 @@ def test_interrupted_save_keeps_previous_index(
     tmp_path: Path, scifact_slice, dense_slice, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rankloop.retrieval import _encoded
-    from rankloop.retrieval.base import open_index
+    from rankloop.retrieval.open import open_index
 
     dense_slice.save(tmp_path / "idx")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rankloop.data.types import Queries
-from rankloop.errors import ConfigError
+from rankloop.errors import RankloopError
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +18,8 @@ def small(scifact_slice):
 
 
 def test_maxsim_search_matches_exact(small, encoder, tmp_path: Path) -> None:
-    from rankloop.retrieval.base import open_index
     from rankloop.retrieval.multivector import MultiVectorRetriever
+    from rankloop.retrieval.open import open_index
 
     corpus, queries = small
     retriever = MultiVectorRetriever.build(corpus, encoder)
@@ -57,30 +57,25 @@ def test_cached_builds_once_then_loads(small, encoder, tmp_path: Path, monkeypat
     assert other != path  # a different corpus never reuses the index
 
 
-def test_prf_experiment_token_kinds(small, encoder) -> None:
-    """The PRF runner's `maxsim` and `colbert_prf` kinds: MaxSim first pass, then ColBERT-PRF
-    reranking that pass (same documents, re-scored) and at a swept feedback depth."""
-    from types import SimpleNamespace
-
-    from rankloop.experiments.prf import PRFConfig, run_method
+def test_prf_pipeline_token_stages(small, encoder) -> None:
+    """The `maxsim` and `colbert_prf` stages: MaxSim first pass, then ColBERT-PRF re-ranking
+    that pass (same documents, re-scored), and at a swept feedback depth."""
+    import rankloop.stages  # noqa: F401 - registers the stages
+    from rankloop.experiments.prf import _at_depth
+    from rankloop.pipeline import parse
+    from rankloop.retrieval.context import Context
     from rankloop.retrieval.multivector import MultiVectorRetriever
 
     corpus, queries = small
-    mv = MultiVectorRetriever.build(corpus, encoder)
-    setting = SimpleNamespace(queries=queries, multivector=lambda factory="Flat": mv)
-    methods = [
-        {"name": "maxsim", "kind": "maxsim", "candidates_per_token": 50},
-        {"name": "cprf", "kind": "colbert_prf", "mode": "reranker", "first_pass": "maxsim",
-         "n_clusters": 4, "fb_embs": 2},
-    ]  # fmt: skip
-    PRFConfig(methods=methods)  # validates
-    runs: dict = {}
-    for spec in methods:
-        runs[spec["name"]] = run_method(spec, setting, 10, runs, {})
-    assert runs["cprf"].name == "cprf"
+    ctx = Context(corpus, encoder=encoder, verbose=False)
+    ctx._tokens["Flat"] = MultiVectorRetriever.build(corpus, encoder)
+    first = parse("maxsim(k=10, candidates_per_token=50)", ctx)
+    cprf = parse("maxsim(k=10, candidates_per_token=50) >> "
+                 "colbert_prf(mode='reranker', n_clusters=4, fb_embs=2, k=10)", ctx)  # fmt: skip
+    a, b = first(queries), cprf(queries)
     for q in queries.ids:
-        assert set(runs["cprf"][q]) == set(runs["maxsim"][q]) and len(runs["maxsim"][q]) == 10
-    swept = run_method(methods[1], setting, 10, runs, {}, depth=1)
-    assert swept.meta["fb_docs"] == 1
-    with pytest.raises(ConfigError, match="first_pass"):
-        PRFConfig(methods=[{"name": "c", "kind": "colbert_prf", "first_pass": "maxsim"}])
+        assert set(b[q]) == set(a[q]) and len(a[q]) == 10
+    swept = _at_depth(cprf, 1, ctx)
+    assert swept.stages[-1].fb_docs == 1 and swept(queries).meta["fb_docs"] == 1
+    with pytest.raises(RankloopError, match="re-ranks the run of the stage before it"):
+        parse("colbert_prf", ctx)(queries)

@@ -81,7 +81,8 @@ def test_remove_query_id_keeps_k(tiny_index: Path) -> None:
 
 
 def test_reopen_via_open_index_and_meta(tiny_index: Path) -> None:
-    from rankloop.retrieval.base import open_index, read_meta
+    from rankloop.retrieval.base import read_meta
+    from rankloop.retrieval.open import open_index
     from rankloop.retrieval.sparse import BM25Retriever
 
     meta = read_meta(tiny_index)
@@ -214,7 +215,7 @@ def test_hybrid_rrf_on_real_runs(scifact_slice, slice_bm25, dense_slice) -> None
     run = hybrid.search(scifact_slice.queries, k=20)
     d = dense_slice.search(scifact_slice.queries, 50)
     s = slice_bm25.search(scifact_slice.queries, 50)
-    expected = fuse([d, s], method="rrf", k=60).top_k(20)
+    expected = fuse([d, s], method="rrf", rrf_k=60).top_k(20)
     assert run.data == expected.data
     q = scifact_slice.queries.ids[0]
     top_doc, top_score = run.ranked(q)[0]
