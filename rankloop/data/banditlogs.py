@@ -10,22 +10,31 @@ the item features (`item_feature_0` numeric, `item_feature_1..3` hashed categori
 Layout: `<root>/<behavior>/<campaign>/<campaign>.csv` and `.../item_context.csv`, with
 behavior in {random, bts} and campaign in {all, men, women}; the small sample ships with obp
 and resolves through the registry as `obd-small`.
+
+Reading follows `rankloop.data`'s rules (strict UTF-8, strict ASCII numbers, physical line
+numbers with blank lines skipped but counted; see `rankloop.data._parse`). The first CSV
+column is pandas' row index and is ignored; quotes are data. Every value is checked: item ids
+are 0..n_items-1, positions 1..n_items, clicks 0 or 1, propensities in (0, 1], affinities and
+`item_feature_0` finite, timestamps ISO 8601. A log or item file without data rows is an error.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from rankloop.data._parse import INT32_MAX, read_table, table_column
 from rankloop.errors import DataNotAvailableError, FormatError, RankloopError
 
 BEHAVIORS = ("random", "bts")
 CAMPAIGNS = ("all", "men", "women")
 _REQUIRED = ("item_id", "position", "click", "propensity_score")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?![0-9])", re.ASCII)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,27 +121,22 @@ def _obd_root(path: str | os.PathLike[str] | None) -> Path:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """An OBD CSV as string columns indexed by line number (pandas' index column dropped)."""
     if not path.is_file():
         raise DataNotAvailableError(f"obd: missing file {path}")
-    try:
-        return pd.read_csv(path, index_col=0)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        raise FormatError(path, None, "a CSV file with a header line", str(e)) from None
+    return read_table(path, ",", index_column=True)
 
 
-def _numeric(path: Path, df: pd.DataFrame, col: str) -> np.ndarray:
-    values = pd.to_numeric(df[col], errors="coerce")
-    bad = values.isna().to_numpy()
+def _timestamps(path: Path, df: pd.DataFrame) -> np.ndarray:
+    """The `timestamp` column as UTC datetimes; a value that is not ISO 8601 raises."""
+    text = df["timestamp"]
+    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    # pandas also takes words such as "now" and "today": require a date first
+    bad = parsed.isna().to_numpy() | ~np.array([bool(_ISO_DATE.match(t)) for t in text], bool)
     if bad.any():
-        row = int(np.argmax(bad))
-        raise FormatError(path, row + 2, f"a number in column {col!r}", str(df[col].iloc[row]))
-    return values.to_numpy()
-
-
-def _check_range(path: Path, values: np.ndarray, ok: np.ndarray, col: str, expected: str) -> None:
-    if not ok.all():
-        row = int(np.argmax(~ok))
-        raise FormatError(path, row + 2, f"{col} {expected}", str(values[row]))
+        line = int(df.index[np.argmax(bad)])
+        raise FormatError(path, line, "an ISO 8601 timestamp", str(text.loc[line]))
+    return parsed.to_numpy()
 
 
 def _one_hot(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -167,36 +171,31 @@ def load_obd(
     items = _read_csv(item_path)
     if "item_id" not in items.columns:
         raise FormatError(item_path, 1, "an item_id column", ",".join(map(str, items.columns)))
-    item_ids = _numeric(item_path, items, "item_id").astype(np.int64)
+    item_ids = table_column(item_path, items, "item_id", "'item_id'", 0, INT32_MAX, integer=True)
     n_actions = len(item_ids)
-    if not np.array_equal(np.sort(item_ids), np.arange(n_actions)):
-        raise FormatError(
-            item_path, None, f"item ids 0..{n_actions - 1}", str(sorted(item_ids)[:10])
-        )
+    seen: dict[int, int] = {}
+    for line, item in zip(items.index, item_ids.tolist()):
+        if item >= n_actions or item in seen:
+            where = f"; {item} is already on line {seen[item]}" if item in seen else ""
+            raise FormatError(
+                item_path, line, f"each item id 0..{n_actions - 1} once{where}", str(item)
+            )
+        seen[item] = line
     items = items.iloc[np.argsort(item_ids)]
 
-    action = _numeric(log_path, df, "item_id")
-    _check_range(
-        log_path,
-        action,
-        (action >= 0) & (action < n_actions) & (action % 1 == 0),
-        "item_id",
-        f"an integer in [0, {n_actions})",
+    action = table_column(log_path, df, "item_id", "'item_id'", 0, n_actions - 1, integer=True)
+    # a slate shows distinct items, so it has at most n_actions positions
+    position = table_column(log_path, df, "position", "'position'", 1, n_actions, integer=True)
+    click = table_column(log_path, df, "click", "'click'", 0, 1, integer=True)
+    pscore = table_column(
+        log_path, df, "propensity_score", "'propensity_score'", 0, 1, lo_open=True
     )
-    position = _numeric(log_path, df, "position")
-    _check_range(
-        log_path, position, (position >= 1) & (position % 1 == 0), "position", "an integer >= 1"
-    )
-    click = _numeric(log_path, df, "click")
-    _check_range(log_path, click, np.isin(click, (0, 1)), "click", "0 or 1")
-    pscore = _numeric(log_path, df, "propensity_score")
-    _check_range(log_path, pscore, (pscore > 0) & (pscore <= 1), "propensity_score", "in (0, 1]")
 
     user_cols = [c for c in df.columns if str(c).startswith("user_feature_")]
     affinity_cols = [c for c in df.columns if str(c).startswith("user-item_affinity_")]
     onehot, names = _one_hot(df[user_cols])
     affinity = (
-        np.column_stack([_numeric(log_path, df, c) for c in affinity_cols])
+        np.column_stack([table_column(log_path, df, c, repr(c)) for c in affinity_cols])
         if affinity_cols
         else np.zeros((len(df), 0))
     )
@@ -207,19 +206,17 @@ def load_obd(
         c for c in items.columns if str(c).startswith("item_feature_") and c not in item_num
     ]
     numeric_part = (
-        np.column_stack([_numeric(item_path, items, c) for c in item_num])
+        np.column_stack([table_column(item_path, items, c, repr(c)) for c in item_num])
         if item_num
         else np.zeros((n_actions, 0))
     )
     cat_part, _ = _one_hot(items[item_cat])
-    timestamp = None
-    if "timestamp" in df.columns:
-        timestamp = pd.to_datetime(df["timestamp"], errors="coerce", utc=True).to_numpy()
+    timestamp = _timestamps(log_path, df) if "timestamp" in df.columns else None
     return BanditLog(
-        action=action.astype(np.int64),
-        position=(position - 1).astype(np.int64),
+        action=action,
+        position=position - 1,
         reward=click.astype(np.float64),
-        pscore=pscore.astype(np.float64),
+        pscore=pscore,
         context=context,
         action_context=np.hstack([numeric_part, cat_part]),
         n_actions=n_actions,

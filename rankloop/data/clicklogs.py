@@ -2,7 +2,9 @@
 sample, a generic TSV and a generic JSONL format.
 
 Same reading rules as every reader in `rankloop.data` (see `rankloop.data.trec`): UTF-8, `*.gz`
-transparent, blank lines skipped, every malformed line raises `FormatError(path, line, ...)`.
+transparent, blank lines skipped (but counted in line numbers), numbers parsed strictly
+(`rankloop.data._parse`), every malformed line raises `FormatError(path, line, ...)`. A result
+list never holds the same document twice; dwell times are >= 0; timestamps are finite.
 
 Formats (positions in files are 1-based; inside `ClickLog` they are 0-based):
 
@@ -23,9 +25,7 @@ Formats (positions in files are 1-based; inside `ClickLog` they are 0-based):
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +33,8 @@ from typing import Literal
 
 import numpy as np
 
+from rankloop.data._parse import INT32_MAX, iter_lines, json_number, parse_float, parse_int
 from rankloop.data.beir import iter_json_objects
-from rankloop.data.trec import _iter_lines
 from rankloop.errors import DataNotAvailableError, FormatError, RankloopError
 from rankloop.io import atomic_write
 
@@ -43,7 +43,6 @@ ClickLogFormat = Literal["auto", "yandex", "tsv", "jsonl"]
 
 YANDEX_SAMPLE = "clicks/yandex-wscd2012-sample"
 _YANDEX_FILES = {"train": "trainSample", "test": "testSample"}
-_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _TSV_HEADER = "# query\tdocs\tclicked_positions\ttimestamp\tdwell"
 
 
@@ -299,13 +298,22 @@ def _split_ids(text: str, what: str, path: PathLike, lineno: int, allow_empty: b
     return out
 
 
+def _check_distinct(docs: list[str], path: PathLike, lineno: int, line: str) -> None:
+    """A result list shows each document once."""
+    if len(set(docs)) != len(docs):
+        twice = next(d for i, d in enumerate(docs) if d in docs[:i])
+        raise FormatError(
+            path, lineno, f"distinct documents in a result list ({twice!r} appears twice)", line
+        )
+
+
 def read_yandex(path: PathLike, name: str | None = None) -> ClickLog:
     """Read the PyClick/Yandex WSCD 2012 sample format (see the module docstring)."""
     queries: list[str] = []
     rankings: list[list[str]] = []
     clicked: list[list[int]] = []
     dropped = repeated = 0
-    for lineno, line in _iter_lines(path):
+    for lineno, line in iter_lines(path):
         for part in line.split(";"):
             if not part.strip():
                 continue
@@ -318,6 +326,7 @@ def read_yandex(path: PathLike, name: str | None = None) -> ClickLog:
             if not colon:
                 raise FormatError(path, lineno, "':' between the result list and the clicks", part)
             docs = _split_ids(docs_text, "document ids", path, lineno, allow_empty=False)
+            _check_distinct(docs, path, lineno, part)
             where = {d: i for i, d in reversed(list(enumerate(docs)))}
             positions: list[int] = []
             seen: set[int] = set()
@@ -348,15 +357,6 @@ def read_yandex(path: PathLike, name: str | None = None) -> ClickLog:
     return ClickLog.from_lists(queries, rankings, clicked, name=name or Path(path).name, meta=meta)
 
 
-def _parse_float(token: str, what: str, path: PathLike, lineno: int) -> float:
-    if not _FLOAT_RE.fullmatch(token):
-        raise FormatError(path, lineno, f"a decimal number for {what}", token)
-    value = float(token)
-    if not math.isfinite(value):
-        raise FormatError(path, lineno, f"a finite number for {what}", token)
-    return value
-
-
 def _check_clicks(
     positions: list[int], n_docs: int, path: PathLike, lineno: int, line: str
 ) -> list[int]:
@@ -376,7 +376,7 @@ def read_tsv(path: PathLike, name: str | None = None) -> ClickLog:
     clicked: list[list[int]] = []
     stamps: list[float | None] = []
     dwells: list[list[float | None]] = []
-    for lineno, line in _iter_lines(path):
+    for lineno, line in iter_lines(path):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split("\t")
@@ -391,12 +391,12 @@ def read_tsv(path: PathLike, name: str | None = None) -> ClickLog:
         if not query or len(query.split()) != 1:
             raise FormatError(path, lineno, "a non-empty query id without blanks", line)
         docs = _split_ids(fields[1], "document ids", path, lineno, allow_empty=False)
+        _check_distinct(docs, path, lineno, line)
         tokens = _split_ids(fields[2], "clicked positions", path, lineno, allow_empty=True)
-        if not all(t.isascii() and t.isdigit() for t in tokens):
-            raise FormatError(path, lineno, "clicked positions as positive integers", fields[2])
-        positions = _check_clicks([int(t) for t in tokens], len(docs), path, lineno, line)
+        ints = [parse_int(t, path, lineno, "clicked position", 1, INT32_MAX) for t in tokens]
+        positions = _check_clicks(ints, len(docs), path, lineno, line)
         ts_text = fields[3].strip() if len(fields) > 3 else ""
-        stamps.append(_parse_float(ts_text, "the timestamp", path, lineno) if ts_text else None)
+        stamps.append(parse_float(ts_text, path, lineno, "timestamp") if ts_text else None)
         dwell: list[float | None] = [None] * len(positions)
         if len(fields) > 4 and fields[4].strip():
             parts = [t.strip() for t in fields[4].split(",")]
@@ -404,7 +404,7 @@ def read_tsv(path: PathLike, name: str | None = None) -> ClickLog:
                 raise FormatError(
                     path, lineno, f"{len(positions)} dwell times (one per click)", fields[4]
                 )
-            dwell = [_parse_float(t, "a dwell time", path, lineno) if t else None for t in parts]
+            dwell = [parse_float(t, path, lineno, "dwell time", 0) if t else None for t in parts]
         queries.append(query)
         rankings.append(docs)
         clicked.append(positions)
@@ -439,8 +439,14 @@ def _finish(
     )
 
 
-def _json_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _json_dwell(dwell: object, n_clicks: int) -> list[float | None] | None:
+    """JSONL dwell times aligned with the clicks (null = unknown), or None when malformed."""
+    if dwell is None:
+        return [None] * n_clicks
+    if not isinstance(dwell, list) or len(dwell) != n_clicks:
+        return None
+    out = [None if v is None else json_number(v, 0) for v in dwell]
+    return None if any(o is None and v is not None for o, v in zip(out, dwell)) else out
 
 
 def read_jsonl(path: PathLike, name: str | None = None) -> ClickLog:
@@ -466,30 +472,26 @@ def read_jsonl(path: PathLike, name: str | None = None) -> ClickLog:
             raise FormatError(
                 path, lineno, "'docs': a non-empty list of ids without blanks or commas", line
             )
+        _check_distinct(docs, path, lineno, line)
         if not isinstance(clicks, list) or not all(
             isinstance(p, int) and not isinstance(p, bool) for p in clicks
         ):
             raise FormatError(path, lineno, "'clicks': a list of 1-based integer positions", line)
         positions = _check_clicks(clicks, len(docs), path, lineno, line)
         ts = obj.get("timestamp")
-        if ts is not None and not _json_number(ts):
+        stamp = None if ts is None else json_number(ts)
+        if ts is not None and stamp is None:
             raise FormatError(path, lineno, "'timestamp': a finite number or null", line)
-        dwell = obj.get("dwell")
+        dwell = _json_dwell(obj.get("dwell"), len(positions))
         if dwell is None:
-            dwell = [None] * len(positions)
-        elif (
-            not isinstance(dwell, list)
-            or len(dwell) != len(positions)
-            or not all(v is None or _json_number(v) for v in dwell)
-        ):
             raise FormatError(
-                path, lineno, "'dwell': a list of numbers or nulls, one per click", line
+                path, lineno, "'dwell': a list of numbers >= 0 or nulls, one per click", line
             )
         queries.append(query)
         rankings.append(docs)
         clicked.append(positions)
-        stamps.append(None if ts is None else float(ts))
-        dwells.append([None if v is None else float(v) for v in dwell])
+        stamps.append(stamp)
+        dwells.append(dwell)
     return _finish(
         queries, rankings, clicked, stamps, dwells, name or Path(path).name, "jsonl", path
     )

@@ -7,14 +7,8 @@ is an error, every problem a `FormatError` naming file and line.
 
 from __future__ import annotations
 
-from rankloop.data.trec import (
-    PathLike,
-    _check_tsv_record,
-    _iter_lines,
-    _read_tsv_pairs,
-    _stem,
-    write_topics,
-)
+from rankloop.data._parse import PathLike, iter_lines
+from rankloop.data.trec import _check_tsv_record, _read_tsv_pairs, _stem, write_topics
 from rankloop.data.types import Corpus, Queries
 from rankloop.errors import RankloopError
 from rankloop.io import atomic_write
@@ -22,13 +16,13 @@ from rankloop.io import atomic_write
 
 def read_collection(path: PathLike, name: str | None = None) -> Corpus:
     """Read an MS MARCO passage collection (`pid<TAB>passage`); titles are empty strings."""
-    ids, texts = _read_tsv_pairs(path, _iter_lines(path), "pid<TAB>passage")
+    ids, texts = _read_tsv_pairs(path, iter_lines(path), "pid<TAB>passage")
     return Corpus(ids, [""] * len(ids), texts, name if name is not None else _stem(path))
 
 
 def read_queries(path: PathLike, name: str | None = None) -> Queries:
     """Read an MS MARCO query file (`qid<TAB>query`), e.g. `queries.dev.small.tsv`."""
-    ids, texts = _read_tsv_pairs(path, _iter_lines(path), "qid<TAB>query")
+    ids, texts = _read_tsv_pairs(path, iter_lines(path), "qid<TAB>query")
     return Queries(ids, texts, name if name is not None else _stem(path))
 
 

@@ -2,12 +2,16 @@
 
 Every reader validates at the boundary: a malformed row raises `FormatError(path, line,
 expected, got)`, and a missing data set raises `DataNotAvailableError` naming where it looked.
-Ids are mapped to dense row/column indices; `Interactions` keeps the id lists.
+Text is strict UTF-8 and numbers are strict ASCII (`rankloop.data._parse`); line numbers are
+physical (blank lines are skipped but counted). Values are finite and in range: Coat ratings
+0-5, Coat propensities in (0, 1], Yahoo! R3 ratings 1-5, MovieLens ratings 0.5-5, other
+ratings within float32, counts >= 0, timestamps integer seconds >= 0. A file without data rows
+(empty, or a header only) is an error. Ids are mapped to dense row/column indices;
+`Interactions` keeps the id lists.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,8 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rankloop.data._parse import (
+    FLOAT32_LIMIT,
+    float_column,
+    int_column,
+    read_lines,
+    read_table,
+    table_column,
+)
+from rankloop.data.interactions import Interactions, Kind
 from rankloop.errors import DataNotAvailableError, FormatError, RankloopError
-from rankloop.recsys.interactions import Interactions, Kind
 
 
 @dataclass(frozen=True)
@@ -118,11 +130,9 @@ def _resolve(name: str, path: str | os.PathLike[str] | None, local: str) -> Path
 
 
 def _raw_line(path: Path, line: int) -> str:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, text in enumerate(fh, 1):
-            if n == line:
-                return text.rstrip("\n")
-    return ""
+    """Error path only: the text of a file line."""
+    lines = read_lines(path)
+    return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
 def _row_text(path: Path, df: pd.DataFrame, line: int) -> str:
@@ -133,64 +143,6 @@ def _row_text(path: Path, df: pd.DataFrame, line: int) -> str:
 
 
 # ---- delimited triples --------------------------------------------------------------------
-def _read_delimited(
-    path: Path, sep: str, n_fields: int, names: list[str], header: bool = False
-) -> pd.DataFrame:
-    """Read a delimited text file as strings, indexed by file line number (blank lines skipped).
-
-    A line with the wrong number of fields raises FormatError naming it.
-    """
-    text = path.read_text(encoding="utf-8", errors="replace")
-    expected = f"{n_fields} {sep!r}-separated fields"
-    lines = pd.Series(text.split("\n"), dtype=object)
-    if text.endswith("\n"):
-        lines = lines.iloc[:-1]
-    blank = (lines.str.strip() == "").to_numpy(bool)
-    counts = lines.str.count(re.escape(sep)).to_numpy() + 1
-    bad = ~blank & (counts != n_fields)
-    if bad.any():
-        n = int(np.argmax(bad))
-        raise FormatError(path, n + 1, expected, f"{counts[n]} fields: {lines.iloc[n]}")
-    if len(sep) > 1:  # the C parser takes one-character separators only
-        text, sep = text.replace(sep, "\t"), "\t"
-    try:
-        df = pd.read_csv(
-            io.StringIO(text),
-            sep=sep,
-            header=0 if header else None,
-            names=None if header else names,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skip_blank_lines=False,
-            quoting=3,  # csv.QUOTE_NONE: a quote is data, so fields never span lines
-            engine="c",
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise FormatError(path, None, expected, str(e).strip()) from None
-    offset = 2 if header else 1  # file line of df row 0
-    keep = ~blank[offset - 1 :][: len(df)]
-    df = df.set_axis(np.arange(len(df)) + offset)[keep]
-    return df
-
-
-def _check_numeric(
-    path: Path,
-    df: pd.DataFrame,
-    col: str,
-    what: str,
-    value_range: tuple[float, float] | None = None,
-) -> np.ndarray:
-    vals = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(vals)
-    if value_range is not None:
-        bad |= (vals < value_range[0]) | (vals > value_range[1])
-    if bad.any():
-        line = int(df.index[np.argmax(bad)])
-        raise FormatError(path, line, what, _row_text(path, df, line))
-    return vals
-
-
 def _check_present(path: Path, df: pd.DataFrame, cols: list[str]) -> None:
     for c in cols:
         empty = (df[c].astype(str).str.strip() == "").to_numpy()
@@ -230,7 +182,7 @@ def _log_from_frames(
     timestamp_col: str | None,
     value_name: str,
     name: str,
-    value_range: tuple[float, float] | None = None,
+    value_range: tuple[float, float],
 ) -> list[RatingLog]:
     """Validated logs sharing one user and one item index (train and test must agree on rows)."""
     frames = [
@@ -242,16 +194,14 @@ def _log_from_frames(
         _check_unique_pairs(path, df, user_col, item_col)
     user_ids, ucodes = _id_index(*[df[user_col] for _, df in frames])
     item_ids, icodes = _id_index(*[df[item_col] for _, df in frames])
-    what = f"a numeric {value_name} in column {value_col!r}"
-    if value_range is not None:
-        what += f" in [{value_range[0]:g}, {value_range[1]:g}]"
     logs = []
     for (path, df), u, i in zip(frames, ucodes, icodes):
-        vals = _check_numeric(path, df, value_col, what, value_range)
+        what = f"{value_name} in column {value_col!r}"
+        vals = table_column(path, df, value_col, what, *value_range)
         ts = None
         if timestamp_col is not None:
-            what_ts = f"a numeric timestamp in column {timestamp_col!r}"
-            ts = _check_numeric(path, df, timestamp_col, what_ts).astype(np.int64)
+            what = f"timestamp (seconds) in column {timestamp_col!r}"
+            ts = table_column(path, df, timestamp_col, what, 0, 2**53 - 1, integer=True)
         logs.append(
             RatingLog(u, i, vals.astype(np.float32), user_ids, item_ids, ts, value_name, name)
         )
@@ -259,38 +209,49 @@ def _log_from_frames(
 
 
 # ---- Coat ---------------------------------------------------------------------------------
-def _read_int_matrix(path: Path, n_cols: int | None, lo: int, hi: int, what: str) -> np.ndarray:
-    """A whitespace-separated integer matrix with every value in [lo, hi]."""
+_BLANKS = re.compile(r"[ \t]+")
+
+
+def _read_matrix(
+    path: Path,
+    n_cols: int | None,
+    what: str,
+    lo: float,
+    hi: float,
+    *,
+    integer: bool = True,
+    lo_open: bool = False,
+) -> np.ndarray:
+    """A blank-separated numeric matrix (blank lines skipped) with every value in range."""
     if not path.exists():
         raise DataNotAvailableError(f"missing file {path}")
-    rows: list[np.ndarray] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, text in enumerate(fh, 1):
-            parts = text.split()
-            if not parts:
-                continue
-            n_cols = len(parts) if n_cols is None else n_cols
-            expected = f"{n_cols} integers in [{lo}, {hi}] ({what})"
-            if len(parts) != n_cols:
-                raise FormatError(path, n, expected, f"{len(parts)} fields: {text.strip()}")
-            try:
-                row = np.array(parts, dtype=np.int64)
-            except ValueError:
-                raise FormatError(path, n, expected, text.strip()) from None
-            if row.min() < lo or row.max() > hi:
-                raise FormatError(path, n, expected, text.strip())
-            rows.append(row)
-    if not rows:
-        raise FormatError(path, 1, f"a {what} matrix", "empty file")
-    return np.vstack(rows)
+    tokens: list[str] = []
+    linenos: list[int] = []
+    n_rows = 0
+    for n, text in enumerate(read_lines(path), 1):
+        if not text.strip():
+            continue
+        parts = _BLANKS.split(text.strip())
+        n_cols = len(parts) if n_cols is None else n_cols
+        if len(parts) != n_cols:
+            kind = "integers" if integer else "numbers"
+            raise FormatError(
+                path, n, f"{n_cols} {kind} per line ({what})", f"{len(parts)} fields: {text}"
+            )
+        tokens += parts
+        linenos += [n] * n_cols
+        n_rows += 1
+    if not n_rows:
+        raise FormatError(path, None, f"a {what} matrix", "no records")
+    if integer:
+        values = int_column(tokens, path, linenos, what, int(lo), int(hi))
+    else:
+        values = float_column(tokens, path, linenos, what, lo, hi, lo_open=lo_open)
+    return values.reshape(n_rows, -1)
 
 
 def _read_names(path: Path) -> list[str]:
-    return (
-        [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        if path.exists()
-        else []
-    )
+    return [ln.strip() for ln in read_lines(path) if ln.strip()] if path.exists() else []
 
 
 def load_coat(path: str | os.PathLike[str] | None = None) -> MNARDataset:
@@ -301,8 +262,9 @@ def load_coat(path: str | os.PathLike[str] | None = None) -> MNARDataset:
     the authors' shipped propensities come along when present.
     """
     root = _resolve("coat", path, "recsys/coat")
-    train = _read_int_matrix(root / "train.ascii", None, 0, 5, "ratings 0-5, 0 = unrated")
-    test = _read_int_matrix(root / "test.ascii", train.shape[1], 0, 5, "ratings 0-5, 0 = unrated")
+    what = "rating (0 = unrated)"
+    train = _read_matrix(root / "train.ascii", None, what, 0, 5)
+    test = _read_matrix(root / "test.ascii", train.shape[1], what, 0, 5)
     if test.shape != train.shape:
         raise FormatError(
             root / "test.ascii",
@@ -313,12 +275,9 @@ def load_coat(path: str | os.PathLike[str] | None = None) -> MNARDataset:
     feat = root / "user_item_features"
     uf = itf = None
     if (feat / "user_features.ascii").exists():
-        uf = _read_int_matrix(
-            feat / "user_features.ascii", None, 0, 1, "binary user features"
-        ).astype(np.float32)
-        itf = _read_int_matrix(
-            feat / "item_features.ascii", None, 0, 1, "binary item features"
-        ).astype(np.float32)
+        uf = _read_matrix(feat / "user_features.ascii", None, "binary user feature", 0, 1)
+        itf = _read_matrix(feat / "item_features.ascii", None, "binary item feature", 0, 1)
+        uf, itf = uf.astype(np.float32), itf.astype(np.float32)
         if uf.shape[0] != train.shape[0] or itf.shape[0] != train.shape[1]:
             raise FormatError(
                 feat,
@@ -328,10 +287,21 @@ def load_coat(path: str | os.PathLike[str] | None = None) -> MNARDataset:
             )
     prop = None
     if (root / "propensities.ascii").exists():
-        prop = np.loadtxt(root / "propensities.ascii", dtype=np.float64)
+        prop = _read_matrix(
+            root / "propensities.ascii",
+            train.shape[1],
+            "propensity",
+            0,
+            1,
+            integer=False,
+            lo_open=True,
+        )
         if prop.shape != train.shape:
             raise FormatError(
-                root / "propensities.ascii", None, f"a {train.shape} matrix", str(prop.shape)
+                root / "propensities.ascii",
+                None,
+                f"{train.shape[0]} rows like train.ascii",
+                f"{prop.shape[0]} rows",
             )
     return MNARDataset(
         train=Interactions.from_dense(ratings=train, kind="explicit", name="coat/train"),
@@ -377,17 +347,10 @@ def load_yahoo_r3(path: str | os.PathLike[str] | None = None) -> MNARDataset:
             raise DataNotAvailableError(f"yahoo-r3: no {' or '.join(names)} in {root}")
         files[split] = found
     cols = ["user", "item", "rating"]
-    frames = [(p, _read_delimited(p, "\t", 3, cols)) for p in files.values()]
-    train, test = _log_from_frames(frames, "user", "item", "rating", None, "rating", "yahoo-r3")
-    for (p, _), log in zip(frames, (train, test)):
-        if len(log) and (log.values.min() < 1 or log.values.max() > 5):
-            bad = int(np.argmax((log.values < 1) | (log.values > 5)))
-            line = (
-                int(frames[0][1].index[bad])
-                if p == files["train"]
-                else int(frames[1][1].index[bad])
-            )
-            raise FormatError(p, line, "a rating in 1..5", _raw_line(p, line))
+    frames = [(p, read_table(p, "\t", cols)) for p in files.values()]
+    train, test = _log_from_frames(
+        frames, "user", "item", "rating", None, "rating", "yahoo-r3", (1, 5)
+    )
     return MNARDataset(train=train.to_interactions(), test=test.to_interactions(), name="yahoo-r3")
 
 
@@ -415,7 +378,7 @@ def load_movielens(
         f = root / folder / fname
     if not f.exists():
         raise DataNotAvailableError(f"{name}: no {fname} under {root}")
-    df = _read_delimited(f, sep, 4, ["user", "item", "rating", "timestamp"])
+    df = read_table(f, sep, ["user", "item", "rating", "timestamp"])
     (log,) = _log_from_frames(
         [(f, df)], "user", "item", "rating", "timestamp", "rating", name, (0.5, 5)
     )
@@ -451,10 +414,8 @@ def read_ratings(
         df.index = df.index + 1
         header = list(df.columns)
     else:
-        with open(p, encoding="utf-8", errors="replace") as fh:
-            first = fh.readline().rstrip("\n")
-        header = first.split(sep)
-        df = _read_delimited(p, sep, len(header), header, header=True)
+        df = read_table(p, sep)
+        header = list(df.columns)
     if value_col is None:
         value_col = next((c for c in ("rating", "count") if c in header), None)
     need = (
@@ -469,7 +430,8 @@ def read_ratings(
         df = df.assign(_value="1")
         value_col = "_value"
     value_name = "rating" if value_col == "rating" else "count"
+    value_range = (-FLOAT32_LIMIT if value_name == "rating" else 0.0, FLOAT32_LIMIT)
     (log,) = _log_from_frames(
-        [(p, df)], user_col, item_col, value_col, timestamp_col, value_name, p.stem
+        [(p, df)], user_col, item_col, value_col, timestamp_col, value_name, p.stem, value_range
     )
     return log

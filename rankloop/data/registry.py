@@ -3,7 +3,8 @@
 Where a dataset is looked for, in order:
 
 1. `$RANKLOOP_DATA/<local>` - a local mirror (layout as in ../shared/data); it wins over any download.
-2. `$RANKLOOP_CACHE/<local>`, else `pooch.os_cache("rankloop")/<local>` - the per-user cache.
+2. `$RANKLOOP_CACHE/<local>` (default `~/.cache/rankloop/<local>`, `rankloop._runtime.cache_dir`)
+   - the per-user cache.
 3. A download into the cache with pooch (checksum-verified, HTTP timeout, progress bar); archives
    are unpacked with `pooch.Unzip` / `pooch.Untar`. A file without a known checksum downloads
    with an `UnverifiedDownloadWarning`.
@@ -31,6 +32,7 @@ from typing import Any
 import pooch
 import yaml
 
+from rankloop import _runtime
 from rankloop.data.beir import BeirDataset, load_beir
 from rankloop.data.trec import _iter_lines
 from rankloop.errors import ConfigError, DataNotAvailableError, FormatError, RankloopError
@@ -82,6 +84,9 @@ class DatasetInfo:
     splits: tuple[str, ...] = ()
     corpus: str | None = None
     local_only: str | None = None
+    # BEIR sets whose queries are documents of the corpus (ArguAna, Quora): BEIR and pyserini
+    # drop the query's own id from its results, and every rankloop runner does too.
+    remove_query_id: bool = False
 
     @property
     def urls(self) -> list[str]:
@@ -120,9 +125,9 @@ def mirror_dir() -> Path | None:
 
 
 def cache_dir() -> Path:
-    """The per-user download cache: `RANKLOOP_CACHE`, else `pooch.os_cache("rankloop")`."""
-    value = os.environ.get("RANKLOOP_CACHE", "").strip()
-    return Path(value).expanduser() if value else Path(pooch.os_cache("rankloop"))
+    """The per-user download cache: the cache root itself (`_runtime.cache_dir()`), so data sets
+    sit at `$RANKLOOP_CACHE/<local>` beside the `indexes/` and `embeddings/` folders."""
+    return _runtime.cache_dir()
 
 
 def _rel(value: Any, what: str, where: str) -> str:
@@ -192,6 +197,7 @@ def _dataset_info(name: str, raw: Any, source: str) -> DatasetInfo:
         "splits",
         "corpus",
         "local_only",
+        "remove_query_id",
     }
     unknown = set(raw) - known
     if unknown:
@@ -207,6 +213,8 @@ def _dataset_info(name: str, raw: Any, source: str) -> DatasetInfo:
         raise ConfigError(
             f"{where}: give either 'files' (downloads) or 'local_only' (why there is none)"
         )
+    if not isinstance(raw.get("remove_query_id", False), bool):
+        raise ConfigError(f"{where}: remove_query_id must be true or false")
     expect = raw.get("expect") or [f.path for f in files if f.path]
     if not expect:
         raise ConfigError(f"{where}: 'expect' must list the files that show the dataset is present")
@@ -222,6 +230,7 @@ def _dataset_info(name: str, raw: Any, source: str) -> DatasetInfo:
         splits=tuple(raw.get("splits") or ()),
         corpus=raw.get("corpus"),
         local_only=local_only,
+        remove_query_id=raw.get("remove_query_id", False),
     )
 
 
@@ -343,8 +352,25 @@ class Registry:
                     )
         return list(checks.values())
 
+    def beir_folder(self, name: str) -> Path:
+        """The local BEIR folder of `name`: a registered data set (fetched), or a path to any
+        BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/), so users' own sets work."""
+        if _is_beir_folder(name):
+            return Path(name)
+        info = self.info(name)
+        if info.kind != "beir":
+            raise RankloopError(f"{name!r} is kind {info.kind!r}, not a BEIR-layout data set")
+        return self.fetch(name)
+
+    def conventions(self, name: str) -> DatasetInfo | None:
+        """The registry entry that carries `name`'s conventions (None for a plain folder)."""
+        return None if _is_beir_folder(name) else self.info(name)
+
     def load(self, name: str, split: str | None = "test") -> BeirDataset:
-        """Fetch and load a BEIR-layout dataset (`kind: beir`), queries restricted to `split`."""
+        """Fetch and load a BEIR-layout dataset (`kind: beir`, or a path to a BEIR folder),
+        queries restricted to `split`."""
+        if _is_beir_folder(name):
+            return load_beir(Path(name), split=split)
         info = self.info(name)
         if info.kind != "beir":
             raise RankloopError(
@@ -352,6 +378,16 @@ class Registry:
                 "with the readers in rankloop.data.trec and rankloop.data.msmarco"
             )
         return load_beir(self.fetch(name), split=split, name=name)
+
+
+def _is_beir_folder(name: str) -> bool:
+    """True when `name` is a path to a folder holding a BEIR corpus (not a registry name)."""
+    p = Path(name).expanduser()
+    return (
+        ("/" in name or name.startswith("."))
+        and p.is_dir()
+        and ((p / "corpus.jsonl").exists() or (p / "corpus.jsonl.gz").exists())
+    )
 
 
 def _complete(root: Path, info: DatasetInfo) -> bool:
@@ -447,7 +483,7 @@ def _download_archive(
             f"the archive holds no {spec.marker}; the publisher's layout may have changed"
         )
     inner = Path(*hits[0].parts[: len(hits[0].parts) - len(marker.parts)])
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, overwrite=True) as tmp:  # the download cache is ours
         for child in inner.iterdir():
             shutil.move(str(child), str(tmp / child.name))
     shutil.rmtree(downloads / extract, ignore_errors=True)
@@ -491,6 +527,18 @@ def verify(name: str) -> list[FileCheck]:
     return default_registry().verify(name)
 
 
+def beir_folder(name: str) -> Path:
+    """The local BEIR folder of a registered data set or a path (see `Registry.beir_folder`)."""
+    return default_registry().beir_folder(name)
+
+
+def remove_query_id(name: str) -> bool:
+    """The data set's convention: are its queries corpus documents whose own id is dropped?"""
+    entry = default_registry().conventions(name)
+    return bool(entry and entry.remove_query_id)
+
+
 def load(name: str, split: str | None = "test") -> BeirDataset:
-    """Fetch and load a BEIR-layout dataset (scifact, nfcorpus, msmarco-dl19-mini, ...)."""
+    """Fetch and load a BEIR-layout dataset (scifact, nfcorpus, msmarco-dl19-mini, ..., or a
+    path to a BEIR-layout folder)."""
     return default_registry().load(name, split=split)

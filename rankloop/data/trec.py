@@ -4,8 +4,8 @@ Rules shared by every reader in `rankloop.data` (BEIR and MS MARCO readers use t
 
 - Input is UTF-8 (a leading byte-order mark is dropped); `*.gz` is gunzipped. Only LF ends a
   line, as for `wc -l`: a trailing CR is dropped (CRLF files read fine) and a lone CR is data.
-  Bytes that do not decode, a corrupt gzip stream and an unreadable file all raise
-  `FormatError`, never a bare `UnicodeDecodeError` / `OSError`.
+  Bytes that do not decode, a NUL character, a corrupt gzip stream and an unreadable file all
+  raise `FormatError`, never a bare `UnicodeDecodeError` / `OSError` (`rankloop.data._parse`).
 - Blank (whitespace-only) lines are skipped; line numbers in errors still count them. In TREC
   qrels and runs, a line whose first non-blank character is `#` is a comment (trec_eval skips
   these in qrels too).
@@ -14,79 +14,25 @@ Rules shared by every reader in `rankloop.data` (BEIR and MS MARCO readers use t
 - A (query, doc) pair may appear once. trec_eval stops on duplicates in both files
   (`form_res_qrels: duplicate docs` for runs, `form_res_rels: duplicate docs` for qrels), so
   both are errors here even when the repeated grade or score is identical.
-- Grades are ASCII integers; scores are ASCII decimal floats and must be finite.
+- Grades are ASCII integers with |grade| < 2**31; scores are ASCII decimal floats and must be
+  finite (see `rankloop.data._parse`: no `1_000`, no non-ASCII digits, no NaN or infinities).
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import math
 import os
 import re
-import zlib
 from collections.abc import Iterator
 from typing import Literal
 
+from rankloop.data._parse import PathLike, parse_float, parse_int
+from rankloop.data._parse import iter_lines as _iter_lines
 from rankloop.data.types import Qrels, Queries, Run
 from rankloop.errors import FormatError, RankloopError
-from rankloop.io import atomic_write, open_text
+from rankloop.io import atomic_write
 
-PathLike = str | os.PathLike[str]
-
-_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
-_NONFINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 _BEIR_QRELS_HEADER = ["query-id", "corpus-id", "score"]
-
-
-def _iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, line without its newline), wrapping every decode/IO error."""
-    n = 0
-    try:
-        with open_text(path) as fh:
-            if isinstance(fh, io.TextIOWrapper):
-                fh.reconfigure(newline="\n")  # only LF ends a line; a lone CR is data
-            for n, line in enumerate(fh, 1):
-                if n == 1 and line.startswith("\ufeff"):
-                    line = line[1:]
-                yield n, line.rstrip("\r\n")
-    except UnicodeDecodeError:
-        lineno, raw = _first_undecodable_line(path)
-        raise FormatError(path, lineno, "UTF-8 text", f"undecodable bytes in {raw!r}") from None
-    except FileNotFoundError:
-        raise FormatError(path, None, "an existing file", "no such file") from None
-    except (OSError, EOFError, zlib.error) as e:
-        raise FormatError(
-            path, n + 1 if n else None, "a readable (gzip) text file", str(e)
-        ) from None
-
-
-def _first_undecodable_line(path: PathLike) -> tuple[int | None, bytes]:
-    """Locate the first line that is not UTF-8 (text mode decodes in chunks, so it cannot tell)."""
-    try:
-        opener = gzip.open if os.fspath(path).endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    return lineno, raw.rstrip(b"\r\n")
-    except (OSError, EOFError, zlib.error):
-        pass
-    return None, b""
-
-
-def _parse_score(token: str, path: PathLike, lineno: int) -> float:
-    if token.lower() in _NONFINITE:
-        raise FormatError(
-            path, lineno, "a finite score (NaN and infinities are not allowed)", token
-        )
-    if not _FLOAT_RE.fullmatch(token):
-        raise FormatError(path, lineno, "a numeric score", token)
-    value = float(token)
-    if not math.isfinite(value):
-        raise FormatError(path, lineno, "a finite score (overflows a 64-bit float)", token)
-    return value
 
 
 def _check_token(value: str, what: str, path: PathLike) -> str:
@@ -135,12 +81,7 @@ def read_qrels(path: PathLike, name: str | None = None) -> Qrels:
                     line,
                 )
             qid, _, docid, grade_s = fields
-        try:
-            if not grade_s.isascii() or "_" in grade_s:
-                raise ValueError
-            grade = int(grade_s)
-        except ValueError:
-            raise FormatError(path, lineno, "an integer relevance grade", grade_s) from None
+        grade = parse_int(grade_s, path, lineno, "relevance grade")
         docs = data.get(qid)
         if docs is None:
             docs = data[qid] = {}
@@ -210,12 +151,7 @@ def read_run(path: PathLike, name: str | None = None) -> Run:
                 line,
             )
         qid, _, docid, _, score_s, run_tag = fields
-        try:
-            score = float(score_s)
-        except ValueError:
-            score = math.nan
-        if score - score != 0.0 or not score_s.isascii() or "_" in score_s:  # NaN, inf, 1_0, ١
-            score = _parse_score(score_s, path, lineno)
+        score = parse_float(score_s, path, lineno, "score")
         docs = data.get(qid)
         if docs is None:
             docs = data[qid] = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,10 @@ import numpy as np
 
 from rankloop.embed.gpu import gpu_available, num_gpus
 from rankloop.errors import ConfigError, IndexCorruptError, RankloopError
-from rankloop.io import atomic_dir, file_sha256
+from rankloop.io import MANIFEST, atomic_dir, file_sha256, json_field, open_artifact
 
 FORMAT = "rankloop.VectorIndex/1"
+ARTIFACT = "VectorIndex"  # the kind recorded in the rankloop.json manifest
 METRICS = {
     "ip": faiss.METRIC_INNER_PRODUCT,
     "cosine": faiss.METRIC_INNER_PRODUCT,
@@ -55,11 +56,15 @@ BLAS_MIN_QUERIES = 20
 
 # -- on-disk helpers shared with MultiVectorIndex ----------------------------------------------
 def file_records(directory: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Size and SHA-256 of each file, recorded in meta.json so `load` can detect damage."""
-    return {
-        n: {"bytes": (directory / n).stat().st_size, "sha256": file_sha256(directory / n)}
-        for n in names
-    }
+    """Size of each file, recorded in meta.json: a cheap consistency check of each part (the
+    artefact's rankloop.json manifest holds the hashes)."""
+    return {n: {"bytes": (directory / n).stat().st_size} for n in names}
+
+
+def is_saved_format(expected_format: str) -> Callable[[Path], bool]:
+    """Recognises a directory whose meta.json has `expected_format`: how saves and loads know
+    an index written before rankloop.json manifests existed."""
+    return lambda directory: json_field(directory / META_FILE, "format") == expected_format
 
 
 def read_meta(directory: Path, expected_format: str) -> dict[str, Any]:
@@ -82,7 +87,9 @@ def read_meta(directory: Path, expected_format: str) -> dict[str, Any]:
 
 
 def check_files(directory: Path, meta: dict[str, Any], verify: bool) -> None:
-    """Every file listed in meta exists with its recorded size (and hash, when `verify`)."""
+    """Every file listed in meta exists with its recorded size; with `verify`, also the SHA-256
+    that indexes saved before rankloop.json manifests recorded there (a newer index whose
+    manifest was removed has no hashes here, and cannot be verified)."""
     files = meta.get("files")
     if not isinstance(files, dict) or not files:
         raise IndexCorruptError(f"{directory / META_FILE}: no file records")
@@ -95,7 +102,14 @@ def check_files(directory: Path, meta: dict[str, Any], verify: bool) -> None:
             raise IndexCorruptError(
                 f"{path}: {size} bytes, expected {rec.get('bytes')} (truncated or overwritten)"
             )
-        if verify and file_sha256(path) != rec.get("sha256"):
+        if not verify:
+            continue
+        if "sha256" not in rec:
+            raise IndexCorruptError(
+                f"{directory}: {MANIFEST} is missing, so the files cannot be verified "
+                "(load with verify=False to skip the check)"
+            )
+        if file_sha256(path) != rec["sha256"]:
             raise IndexCorruptError(f"{path}: SHA-256 does not match meta.json (file is damaged)")
 
 
@@ -461,9 +475,14 @@ class VectorIndex:
         return faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
 
     # -- persistence -------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the index to directory `path` atomically (a temp dir, then a rename)."""
-        with atomic_dir(path) as tmp:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the index to directory `path` atomically, with a checksummed manifest.
+
+        `path` may be new, an empty folder or a saved VectorIndex; a rankloop artefact of
+        another kind needs `overwrite=True`, and any other folder is never replaced
+        (`RankloopError`). A save killed at any point leaves the old or the new index.
+        """
+        with atomic_dir(path, ARTIFACT, overwrite=overwrite, legacy=is_saved_format(FORMAT)) as tmp:
             self.write_into(tmp)
         return Path(path)
 
@@ -491,14 +510,22 @@ class VectorIndex:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], mmap: bool = True, verify: bool = False
+        cls, path: str | os.PathLike[str], mmap: bool = True, verify: bool = True
     ) -> VectorIndex:
         """Read an index saved by `save`; the stored vectors are memory-mapped when `mmap`.
 
-        File sizes and counts are always checked, so a truncated file raises
-        `IndexCorruptError`; `verify=True` also checks every file's SHA-256.
+        Every file's size and SHA-256 is checked against the manifest (a damaged file raises
+        `IndexCorruptError` naming it); `verify=False` skips the hashes (sizes and counts are
+        still checked). A missing `path` left by a killed save is restored first.
         """
         directory = Path(path)
+        manifest = open_artifact(directory, ARTIFACT, verify=verify, legacy=is_saved_format(FORMAT))
+        return cls.read_from(directory, mmap, verify=verify and manifest is None)
+
+    @classmethod
+    def read_from(cls, directory: Path, mmap: bool, verify: bool) -> VectorIndex:
+        """Parse the index files in `directory` (the counterpart of `write_into`); `verify`
+        checks the hashes that pre-manifest indexes kept in meta.json."""
         meta = read_meta(directory, FORMAT)
         check_files(directory, meta, verify)
         try:

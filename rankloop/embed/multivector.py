@@ -22,11 +22,19 @@ from typing import Any
 import numpy as np
 
 from rankloop.embed.encoders import TokenEmbeddings
-from rankloop.embed.index import VectorIndex, check_files, file_records, read_meta, write_meta
+from rankloop.embed.index import (
+    VectorIndex,
+    check_files,
+    file_records,
+    is_saved_format,
+    read_meta,
+    write_meta,
+)
 from rankloop.errors import IndexCorruptError, RankloopError
-from rankloop.io import atomic_dir
+from rankloop.io import atomic_dir, open_artifact
 
 FORMAT = "rankloop.MultiVectorIndex/1"
+ARTIFACT = "MultiVectorIndex"  # the kind recorded in the rankloop.json manifest
 _TOKENS_DIR = "tokens"
 _TOKEN_IDS_FILE = "token_ids.npy"
 _OFFSETS_FILE = "doc_offsets.npy"
@@ -281,9 +289,14 @@ class MultiVectorIndex:
         return scores, ids
 
     # -- persistence -------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the index to directory `path` atomically (a temp dir, then a rename)."""
-        with atomic_dir(path) as tmp:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the index to directory `path` atomically, with a checksummed manifest.
+
+        Replaces only an empty folder or a saved MultiVectorIndex (another rankloop artefact
+        with `overwrite=True`; any other folder never). See `VectorIndex.save`.
+        """
+        legacy = is_saved_format(FORMAT)
+        with atomic_dir(path, ARTIFACT, overwrite=overwrite, legacy=legacy) as tmp:
             (tmp / _TOKENS_DIR).mkdir()
             self._tokens.write_into(tmp / _TOKENS_DIR)
             np.save(tmp / _TOKEN_IDS_FILE, self._token_ids)
@@ -304,13 +317,19 @@ class MultiVectorIndex:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], mmap: bool = True, verify: bool = False
+        cls, path: str | os.PathLike[str], mmap: bool = True, verify: bool = True
     ) -> MultiVectorIndex:
-        """Read an index saved by `save`; token vectors and ids are memory-mapped when `mmap`."""
+        """Read an index saved by `save`; token vectors and ids are memory-mapped when `mmap`.
+
+        Sizes and SHA-256 of every file are checked (`verify=False`: sizes only), as in
+        `VectorIndex.load`.
+        """
         directory = Path(path)
+        manifest = open_artifact(directory, ARTIFACT, verify=verify, legacy=is_saved_format(FORMAT))
+        verify_meta = verify and manifest is None  # pre-manifest indexes: hashes in meta.json
         meta = read_meta(directory, FORMAT)
-        check_files(directory, meta, verify)
-        tokens = VectorIndex.load(directory / _TOKENS_DIR, mmap=mmap, verify=verify)
+        check_files(directory, meta, verify_meta)
+        tokens = VectorIndex.read_from(directory / _TOKENS_DIR, mmap, verify_meta)
         mode = "r" if mmap else None
         try:
             token_ids = np.load(directory / _TOKEN_IDS_FILE, mmap_mode=mode)

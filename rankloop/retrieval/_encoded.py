@@ -10,8 +10,8 @@ from typing import Any, ClassVar, TypeVar
 
 from rankloop.embed.encoders import Encoder
 from rankloop.errors import RankloopError
-from rankloop.io import atomic_dir
-from rankloop.retrieval.base import read_meta, write_meta
+from rankloop.io import atomic_dir, json_field, open_artifact
+from rankloop.retrieval.base import META_FILE, read_meta, write_meta
 
 _R = TypeVar("_R", bound="EncodedIndexRetriever")
 
@@ -38,10 +38,26 @@ class EncodedIndexRetriever:
         """Run name: the kind's prefix plus the model's short name."""
         return self.PREFIX + self.encoder.name.rstrip("/").rsplit("/", 1)[-1]
 
-    def save(self, path: str | os.PathLike[str], **extra_meta: Any) -> Path:
-        """Write the index and the encoder settings to `path` (atomically replaced)."""
+    @classmethod
+    def _artifact(cls) -> str:
+        """The kind recorded in the directory's rankloop.json manifest, e.g. "dense index"."""
+        return f"{cls.KIND} index"
+
+    @classmethod
+    def _is_legacy(cls, directory: Path) -> bool:
+        """A directory of this kind saved before manifests: its retriever.json names the kind."""
+        return json_field(directory / META_FILE, "kind") == cls.KIND
+
+    def save(
+        self, path: str | os.PathLike[str], *, overwrite: bool = False, **extra_meta: Any
+    ) -> Path:
+        """Write the index and the encoder settings to `path` (atomically replaced).
+
+        Replaces only an empty folder or an index of the same kind (another rankloop artefact
+        with `overwrite=True`); any other folder raises `RankloopError` and is left alone.
+        """
         path = Path(path)
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, self._artifact(), overwrite=overwrite, legacy=self._is_legacy) as tmp:
             self.index.save(tmp / self.SUBDIR)
             write_meta(
                 tmp,
@@ -59,9 +75,15 @@ class EncodedIndexRetriever:
         cls: type[_R],
         path: str | os.PathLike[str],
         encoder: Encoder | None = None,
+        *,
+        verify: bool = True,
         **encoder_kwargs: Any,
     ) -> _R:
-        """Open an index saved by `save`; without `encoder`, rebuild the one that made it."""
+        """Open an index saved by `save`; without `encoder`, rebuild the one that made it.
+
+        Every file's size and SHA-256 is checked first (`verify=False`: sizes only).
+        """
+        manifest = open_artifact(path, cls._artifact(), verify=verify, legacy=cls._is_legacy)
         meta = read_meta(path)
         if meta["kind"] != cls.KIND:
             raise RankloopError(f"{path} holds a {meta['kind']} index, not {cls.KIND}")
@@ -73,4 +95,6 @@ class EncodedIndexRetriever:
                     f"({encoder.fingerprint} vs {meta.get('model_fingerprint')})",
                     stacklevel=2,
                 )
-        return cls(encoder, cls.INDEX_CLS.load(Path(path) / cls.SUBDIR))
+        # the outer manifest already hashed the index files; pre-manifest ones verify their own
+        index = cls.INDEX_CLS.load(Path(path) / cls.SUBDIR, verify=verify and manifest is None)
+        return cls(encoder, index)

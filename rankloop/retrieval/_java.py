@@ -22,6 +22,7 @@ import contextlib
 import glob
 import importlib.util
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,14 @@ def _anserini_jar() -> str:
     return max(jars, key=os.path.getctime)
 
 
+def jvm_heap() -> str:
+    """The JVM's maximum heap: `$RANKLOOP_JVM_HEAP` (e.g. "4g"), default "2g"."""
+    value = os.environ.get("RANKLOOP_JVM_HEAP", "2g").strip().lower()
+    if re.fullmatch(r"[1-9][0-9]{0,6}[mg]", value) is None:
+        raise RankloopError(f"RANKLOOP_JVM_HEAP must look like 512m or 4g, got {value!r}")
+    return value
+
+
 def _start_jvm() -> bool:
     """Configure pyjnius with the Anserini jar and a usable Java, then start the JVM.
 
@@ -118,6 +127,11 @@ def _start_jvm() -> bool:
     major, modules = _release_info(java_home)
     if modules is None or _VECTOR_MODULE in modules:  # workaround 2
         jnius_config.add_options(f"--add-modules={_VECTOR_MODULE}")
+    # -Xrs: the JVM leaves SIGTERM/SIGINT to Python, so `timeout`, kill and Ctrl-C stop a
+    # rankloop command (by default the JVM's own handler swallowed SIGTERM). The heap is capped
+    # (RANKLOOP_JVM_HEAP, default 2g): searches are batched so hits never pile up in the JVM,
+    # and an uncapped heap grew to 8 GB on long queries at k=1000 before the JVM ran out.
+    jnius_config.add_options("-Xrs", f"-Xmx{jvm_heap()}")
     if major is not None and major >= 23:
         # Lucene 9 calls sun.misc.Unsafe, which Java >= 23 warns about on stderr at every start.
         jnius_config.add_options("--sun-misc-unsafe-memory-access=allow")

@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from rankloop.data.types import Corpus, Queries, Run
 from rankloop.errors import IndexCorruptError, RankloopError
-from rankloop.io import atomic_dir
+from rankloop.io import atomic_dir, json_field
 from rankloop.retrieval import _java
 from rankloop.retrieval.base import (
     META_FILE,
@@ -31,6 +33,7 @@ from rankloop.retrieval.base import (
 )
 
 LUCENE_SUBDIR = "lucene"
+_SEARCH_BATCH_HITS = 128_000  # hits per batch_search call (queries x k)
 
 
 def bm25_index_dir(corpus: Corpus, cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -127,7 +130,11 @@ class BM25Retriever:
             print(f"BM25: indexing {len(corpus):,} docs with Lucene ...", file=sys.stderr)
         with (
             tempfile.TemporaryDirectory(prefix="rankloop-jsoncoll-") as coll,
-            atomic_dir(index_dir) as tmp,
+            atomic_dir(  # replaces only a bm25 index (also one saved before manifests)
+                index_dir,
+                "bm25 index",
+                legacy=lambda d: json_field(d / META_FILE, "kind") == "bm25",
+            ) as tmp,
         ):
             _write_json_collection(corpus, Path(coll))
             lucene_dir = tmp / LUCENE_SUBDIR
@@ -217,20 +224,28 @@ class BM25Retriever:
         qids = [queries.ids[i] for i in keep]
         texts = [queries.texts[i] for i in keep]
         fetch = k + 1 if remove_query_id else k
-        hits: dict = {}
-        if qids:
+        data: dict[str, dict[str, float]] = {q: {} for q in queries.ids}
+        # Batches bound the hits alive at once (Java objects and their Python proxies): long
+        # queries at k=1000 otherwise filled an 8 GB heap. Lucene's threads work within a batch.
+        step = max(1, _SEARCH_BATCH_HITS // fetch)
+        starts = range(0, len(qids), step)
+        bar = tqdm(total=len(qids), desc="BM25 search", unit="query", disable=len(starts) < 2)
+        for start in starts:
+            batch_ids, batch_texts = qids[start : start + step], texts[start : start + step]
             try:
                 hits = self._searcher.batch_search(
-                    texts, qids, k=fetch, threads=threads or _default_threads()
+                    batch_texts, batch_ids, k=fetch, threads=threads or _default_threads()
                 )
             except Exception as e:  # JavaException from Lucene
                 raise RankloopError(f"Lucene search failed: {e}") from e
-        data: dict[str, dict[str, float]] = {}
-        for qid in queries.ids:
-            found = hits.get(qid, [])
-            data[qid] = ranked_to_dict(
-                qid, [h.docid for h in found], [h.score for h in found], k, remove_query_id
-            )
+            for qid in batch_ids:
+                found = hits.get(qid, [])
+                data[qid] = ranked_to_dict(
+                    qid, [h.docid for h in found], [h.score for h in found], k, remove_query_id
+                )
+            del hits
+            bar.update(len(batch_ids))
+        bar.close()
         meta = {"k1": self.k1, "b": self.b, "k": k, "rm3": self.rm3, "rocchio": self.rocchio}
         return Run(data, self.name, meta)
 

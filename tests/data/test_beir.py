@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,9 @@ def test_real_scifact_and_nfcorpus(shared_data: Path) -> None:
         339,
     )
     assert len(load_beir(shared_data / "beir" / "scifact", split="train").queries) == 809
-    nfcorpus = load_beir(shared_data / "beir" / "nfcorpus")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every judged document is in the corpus
+        nfcorpus = load_beir(shared_data / "beir" / "nfcorpus", strict=True)
     assert (len(nfcorpus.corpus), len(nfcorpus.queries), nfcorpus.qrels.n_judgements()) == (
         3633,
         323,
@@ -149,3 +152,51 @@ def test_real_dl19_mini(shared_data: Path) -> None:
         len(mini.corpus) == 5000 and len(mini.queries) == 43 and mini.qrels.n_judgements() == 4102
     )
     assert len(load_beir(shared_data / "msmarco" / "dl19-mini", split=None).queries) == 50
+
+
+def test_qrels_with_documents_missing_from_the_corpus(tmp_path: Path) -> None:
+    root = _tiny(tmp_path / "tiny")
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq2\td1\t1\nq2\tgone\t1\nq1\tlost\t0\nq1\tgone\t2\n"
+    )
+    with pytest.warns(UserWarning, match=r"2 judged document id\(s\).*'gone', 'lost'"):
+        ds = load_beir(root)
+    assert ds.qrels.data == {"q2": {"d1": 1, "gone": 1}, "q1": {"lost": 0, "gone": 2}}
+    with pytest.raises(FormatError, match=r"2 unknown, e\.g\. 'gone', 'lost'") as e:
+        load_beir(root, strict=True)
+    assert e.value.path == str(root / "qrels" / "test.tsv")
+    with pytest.warns(UserWarning, match="2 judged"):
+        load_beir(root, split=None)
+
+
+def test_complete_folders_load_without_warnings(tmp_path: Path) -> None:
+    root = _tiny(tmp_path / "tiny")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_beir(root, strict=True)
+        load_beir(root, split=None, strict=True)
+
+
+def test_merged_qrels_must_name_known_queries(tmp_path: Path) -> None:
+    root = _tiny(tmp_path / "tiny")
+    (root / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq9\td1\t1\n")
+    with pytest.raises(FormatError, match="q9"):
+        load_beir(root, split=None)
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ('{"_id": "   ", "text": "x"}', "not only blanks"),
+        ('{"_id": "a\\u0000", "text": "x"}', "NUL"),
+        ('{"_id": "a", "text": "x\\ud800"}', "surrogate"),
+    ],
+)
+def test_ids_and_strings_must_be_clean_text(tmp_path: Path, line: str, needle: str) -> None:
+    p = tmp_path / "corpus.jsonl"
+    p.write_text('{"_id": "d1", "text": "😀 \\ud83d\\ude00"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=needle) as e:
+        read_corpus_jsonl(p)
+    assert e.value.line == 2
+    with pytest.raises(RankloopError, match="blank id"):
+        write_queries_jsonl(Queries([" "], ["x"]), tmp_path / "q.jsonl")

@@ -256,3 +256,39 @@ def test_real_topics(shared_data: Path) -> None:
     assert len(dl19) == 43 and len(dl20) == 200
     assert dl20.ids[0] == "1030303" and dl20.texts[0] == "who is aziz hashim"
     assert set(read_qrels(shared_data / "trec" / "qrels.dl19-passage.txt").data) == set(dl19.ids)
+
+
+# --- strict numbers (issue "Nothing lost, nothing silently wrong") ------------------------------
+
+
+@pytest.mark.parametrize(
+    "grade",
+    ["99999999999999999999999", "2147483648", "-2147483648", "١", "1_0", "+-1", "NaN"],
+)
+def test_qrels_grade_must_be_a_sane_integer(tmp_path: Path, grade: str) -> None:
+    e = _error(read_qrels, _write(tmp_path / "q.txt", f"1 0 d0 1\n\n1 0 d1 {grade}\n"))
+    assert e.line == 3 and "integer relevance grade" in str(e)
+    assert read_qrels(_write(tmp_path / "ok.txt", "1 0 d 2147483647\n1 0 e -2147483647\n"))
+
+
+def test_eval_cli_reports_a_huge_grade_instead_of_crashing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rankloop.cli import main
+
+    qrels = _write(tmp_path / "qrels.txt", "1 0 d1 99999999999999999999999\n")
+    run = _write(tmp_path / "a.run", "1 Q0 d1 1 1.0 sys\n")
+    assert main(["eval", str(run), str(qrels)]) == 2
+    assert f"{qrels}:1: expected an integer relevance grade" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("score", ["1_0", "١", "１", "0x10", "nan", "1e999"])
+def test_run_scores_are_strict_ascii_and_finite(tmp_path: Path, score: str) -> None:
+    e = _error(read_run, _write(tmp_path / "r.txt", f"1 Q0 a 1 1 t\n1 Q0 b 2 {score} t\n"))
+    assert e.line == 2 and "score" in str(e)
+
+
+def test_nul_and_bom(tmp_path: Path) -> None:
+    assert read_qrels(_write(tmp_path / "bom.txt", "\ufeff1 0 d1 1\n")).data == {"1": {"d1": 1}}
+    e = _error(read_qrels, _write(tmp_path / "nul.txt", "1 0 d1 1\n1 0 d\x002 1\n"))
+    assert e.line == 2 and "NUL" in str(e)

@@ -278,13 +278,25 @@ def test_truncated_file_raises_index_corrupt(tmp_path, data, victim):
         VectorIndex.load(tmp_path / "idx")
 
 
-def test_same_size_damage_caught_by_verify(tmp_path, data):
-    ids, x, _ = data
-    _build(ids, x).save(tmp_path / "idx")
-    path = tmp_path / "idx" / "ids.json"
-    path.write_text(path.read_text().replace('"d1"', '"d!"', 1))
-    with pytest.raises(IndexCorruptError, match="SHA-256"):
-        VectorIndex.load(tmp_path / "idx", verify=True)
+@pytest.mark.parametrize("victim", ["vectors.npy", "index.faiss"])
+def test_same_size_damage_caught_by_default(tmp_path, data, victim):
+    """Bytes flipped in the middle of a file: a plain load (verify is the default) refuses,
+    naming the file; `verify=False` is the opt-out that loads it unchecked."""
+    ids, x, q = data
+    index = _build(ids, x)
+    index.save(tmp_path / "idx")
+    path = tmp_path / "idx" / victim
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 4] = bytes(b ^ 0xFF for b in raw[len(raw) // 2 :][:4])
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IndexCorruptError, match=f"{victim}: SHA-256 does not match"):
+        VectorIndex.load(tmp_path / "idx")
+    unchecked = VectorIndex.load(tmp_path / "idx", verify=False)  # what verify protects against
+    rows = np.arange(N)
+    assert not (
+        np.array_equal(unchecked.search(q, N)[0], index.search(q, N)[0])
+        and np.array_equal(unchecked.vectors_at(rows), index.vectors_at(rows))
+    )
 
 
 def test_missing_or_foreign_directory(tmp_path):
