@@ -35,6 +35,7 @@ __all__ = [
     "Seed",
     "Seeds",
     "Threads",
+    "YamlConfig",
     "cache_dir",
     "check_output_dir",
     "check_params",
@@ -464,6 +465,32 @@ def parse_config(cls: type[T], raw: Any, *, where_: str | None = None, what: str
         msg = str(e)
         source = str(getattr(raw, "source", "<"))
         raise ConfigError(msg if msg.startswith(source) else f"{at}: {label}{msg}") from None
+
+
+class YamlConfig:
+    """Base of the runners' config dataclasses: typed loading from a YAML file or mapping
+    (`parse_config`) and the resolved config as plain data (what `config.yaml` records)."""
+
+    ALLOW_EMPTY: typing.ClassVar[bool] = False  # an empty file means "all defaults"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Any:
+        """A config from a mapping; a `read_yaml` result keeps file:line for errors (and the
+        config keeps the mapping as `_source`, for later errors about its contents)."""
+        config = parse_config(cls, raw)
+        config._source = raw
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> Any:
+        """The config of a YAML file."""
+        return cls.from_dict(read_yaml(path, allow_empty=cls.ALLOW_EMPTY))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data."""
+        import dataclasses
+
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
 
 def _dataclass_in(hint: Any) -> type | None:

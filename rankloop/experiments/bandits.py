@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -24,11 +24,11 @@ from rankloop._runtime import (
     Count,
     Seeds,
     Threads,
+    YamlConfig,
     check_params,
     check_registry_params,
     environment_info,
     parse_config,
-    read_yaml,
 )
 from rankloop.bandits.envs import WORLDS, EnvConfig, World, build_world
 from rankloop.bandits.policies import POLICIES
@@ -116,7 +116,7 @@ class PolicySpec:
 
 
 @dataclass
-class BanditConfig:
+class BanditConfig(YamlConfig):
     """A bandit experiment, loadable from YAML (see configs/bandits_coat.yaml); `from_yaml`
     checks every key, type and bound (and builds each policy once on a toy world, so its own
     value checks run) before any work, naming file:line on errors."""
@@ -189,19 +189,7 @@ class BanditConfig:
                     f"cells, got {spec.get('n_users', 50)} x {spec.get('n_items', 40)}"
                 )
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> BanditConfig:
-        """A config from a mapping (a `read_yaml` result keeps file:line for errors)."""
-        return parse_config(cls, raw)
 
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> BanditConfig:
-        """The config of a YAML file (see configs/bandits_coat.yaml)."""
-        return cls.from_dict(read_yaml(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The resolved config as plain data (what config.yaml records)."""
-        return asdict(self)
 
 
 @dataclass

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rankloop._runtime import Count, environment_info, parse_config, read_yaml, write_run_record
+from rankloop._runtime import Count, YamlConfig, environment_info, write_run_record
 from rankloop.errors import ConfigError, RankloopError
 from rankloop.io import atomic_write
 
@@ -60,9 +60,11 @@ _SWEEPABLE = ("rocchio", "average", "lol", "bm25_rm3", "bm25_rocchio", "colbert_
 
 
 @dataclass
-class PRFConfig:
+class PRFConfig(YamlConfig):
     """A PRF experiment, loadable from YAML (see configs/prf_scifact.yaml); `from_yaml` checks
     every key and type before any work and names file:line on errors."""
+
+    ALLOW_EMPTY = True
 
     dataset: str = "scifact"
     split: str = "test"
@@ -97,19 +99,6 @@ class PRFConfig:
                 raise ConfigError(f"{key} names unknown pipelines {unknown}; "
                                   f"pipelines: {', '.join(self.pipelines)}")  # fmt: skip
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> PRFConfig:
-        """A config from a mapping (a `read_yaml` result keeps file:line for errors)."""
-        config = parse_config(cls, raw)
-        config._source = raw
-        return config
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> PRFConfig:
-        return cls.from_dict(read_yaml(path, allow_empty=True))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -251,7 +240,7 @@ def write_outputs(result: PRFResult, out: str | Path) -> Path:
 
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    write_run_record(out, result.config.as_dict(), result.environment)
+    write_run_record(out, result.config.to_dict(), result.environment)
     table_md = result.table.to_markdown()
     if result.config.reference:
         table_md += f"\nReference (peer) rows: {', '.join(result.config.reference)}.\n"

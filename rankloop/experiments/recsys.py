@@ -38,11 +38,10 @@ from rankloop._runtime import (
     Probability,
     Seed,
     Seeds,
+    YamlConfig,
     check_params,
     check_registry_params,
     environment_info,
-    parse_config,
-    read_yaml,
     write_run_record,
 )
 from rankloop.data.interactions import Interactions
@@ -123,7 +122,7 @@ _BUCKET_METRIC = re.compile(r"(DCG|Recall|MAP)@([0-9]+)")
 
 
 @dataclass
-class RecsysConfig:
+class RecsysConfig(YamlConfig):
     """A recsys experiment, loadable from YAML (see configs/recsys_coat.yaml); `from_yaml`
     checks every key, type and bound before any work and names file:line on errors."""
 
@@ -213,15 +212,6 @@ class RecsysConfig:
             skip=passed,
         )
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> RecsysConfig:
-        """A config from a mapping (a `read_yaml` result keeps file:line for errors)."""
-        return parse_config(cls, raw)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> RecsysConfig:
-        """The config of a YAML file (see configs/recsys_coat.yaml)."""
-        return cls.from_dict(read_yaml(path))
 
 
 # ---- data, labels, propensities ---------------------------------------------------------

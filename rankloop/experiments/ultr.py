@@ -40,12 +40,11 @@ from rankloop._runtime import (
     Probability,
     Seeds,
     Threads,
+    YamlConfig,
     cache_dir,
     check_params,
     check_registry_params,
     environment_info,
-    parse_config,
-    read_yaml,
     write_run_record,
 )
 from rankloop.clicks.models import MODELS
@@ -182,7 +181,7 @@ def _check_scorer(model: str, params: dict[str, Any], what: str) -> None:
 
 
 @dataclass
-class UltrConfig:
+class UltrConfig(YamlConfig):
     """The ULTR experiment, loadable from YAML (see configs/ultr_semisynthetic.yaml); `from_yaml`
     checks every key, type and bound before any work and names file:line on errors."""
 
@@ -284,15 +283,6 @@ class UltrConfig:
             if unknown:
                 raise ConfigError(f"goal.estimators names unknown estimators {unknown}")
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> UltrConfig:
-        """A config from a mapping (a `read_yaml` result keeps file:line for errors)."""
-        return parse_config(cls, raw)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> UltrConfig:
-        """The config of a YAML file (see configs/ultr_semisynthetic.yaml)."""
-        return cls.from_dict(read_yaml(path))
 
     def quick(self) -> UltrConfig:
         """A smoke-test variant that runs in about a minute on 2 cores: the first data set, its
