@@ -72,9 +72,15 @@ class Stage:
             )
         ctx = getattr(self, "ctx", None)
         memo = getattr(ctx, "memo", None)
-        if memo is None or run is not None:
+        key = self.memo_key()
+        if memo is None or run is not None or key is None:
             return self.transform(queries, run)
-        return memo((str(self), queries_key(queries)), lambda: self.transform(queries, None))
+        return memo((key, queries_key(queries)), lambda: self.transform(queries, None))
+
+    def memo_key(self) -> str | None:
+        """What identifies this stage's output for a query set: its text form, plus the
+        identity of learned state for stages that `fit` (None: never memoise)."""
+        return str(self)
 
     def check(self) -> None:
         """Fail fast: raise a clear error now if this stage cannot run (missing training data, a
@@ -220,6 +226,9 @@ class Compose(Stage):
     def NEEDS_INPUT(self) -> bool:  # type: ignore[override]
         return self.stages[0].NEEDS_INPUT
 
+    def memo_key(self) -> str | None:
+        return _members_key(self.stages, " >> ")
+
     def check(self) -> None:
         for s in self.stages:
             s.check()
@@ -306,6 +315,10 @@ class Fuse(Stage):
     def NEEDS_INPUT(self) -> bool:  # type: ignore[override]
         return any(s.NEEDS_INPUT for s in self.stages)
 
+    def memo_key(self) -> str | None:
+        inner = _members_key(self.stages, ", ")
+        return None if inner is None else f"{self}[{inner}]"
+
     def check(self) -> None:
         for s in self.stages:
             s.check()
@@ -363,6 +376,10 @@ class Cutoff(Stage):
     def NEEDS_INPUT(self) -> bool:  # type: ignore[override]
         return self.stage.NEEDS_INPUT
 
+    def memo_key(self) -> str | None:
+        inner = self.stage.memo_key()
+        return None if inner is None else f"({inner}) % {self.k}"
+
     def check(self) -> None:
         self.stage.check()
 
@@ -404,6 +421,11 @@ def _wrap(stage: Stage, parent: type) -> str:
     if isinstance(stage, Fuse) and stage._plain() and parent in (Cutoff, Fuse):
         return f"({text})"
     return text
+
+
+def _members_key(stages: Sequence[Stage], sep: str) -> str | None:
+    keys = [s.memo_key() for s in stages]
+    return None if any(k is None for k in keys) else sep.join(f"({k})" for k in keys)
 
 
 def _shared_ctx(stages: Sequence[Stage]) -> Any:

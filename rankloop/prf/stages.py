@@ -132,6 +132,12 @@ class LoLStage(_VectorFeedback):
         self.model_: LoL | None = None
         self._trained_as: tuple | None = None
 
+    def memo_key(self) -> str | None:
+        """A model trained by `fit` on given queries is identified by the object itself."""
+        if self._trained_as is not None and self._trained_as[0] == "fit":
+            return f"{self}#{id(self.model_)}"
+        return str(self)
+
     def config(self, dim: int) -> LoLConfig:
         """The `LoLConfig` of these hyper-parameters for `dim`-dimensional vectors."""
         return LoLConfig(dim=dim, **{f: getattr(self, f) for f in _LOL_FIELDS})
@@ -285,6 +291,9 @@ class CounterfactualRocchio(Stage):
         """Remember the users' relevance (the qrels) that clicks are drawn from."""
         self.qrels_ = qrels
         return self
+
+    def memo_key(self) -> str | None:
+        return f"{self}#{id(self.qrels_)}"
 
     def transform(self, queries: Queries, run: Run | None = None) -> Run:
         from rankloop._runtime import check_random_state

@@ -114,6 +114,9 @@ class KNNFeedback(Stage):
         self.depth, self.exclude_known, self.k = depth, exclude_known, k
 
     # -- feedback -------------------------------------------------------------------------------
+    def memo_key(self) -> str | None:
+        return None  # the known documents change with fit / fit_clicks / set_feedback
+
     def set_feedback(self, known: Mapping[str, Iterable[str]]) -> KNNFeedback:
         """Use `known` (query id -> relevant doc ids) as the feedback; replaces any earlier."""
         self._feedback = {str(q): list(dict.fromkeys(map(str, docs))) for q, docs in known.items()}

@@ -63,6 +63,9 @@ class LtrReranker(Stage):
     def _reset(self) -> None:
         self.model_ = None
 
+    def memo_key(self) -> str | None:
+        return f"{self}#{id(self.model_)}"
+
     def transform(self, queries: Queries, run: Run | None = None) -> Run:
         if self.model_ is None:
             raise RankloopError("ltr is not trained: call pipeline.fit(train_queries, train_qrels)")

@@ -187,3 +187,15 @@ def test_pipeline_cli_lists_and_rejects(capsys: pytest.CaptureFixture[str]) -> N
     if os.environ.get("RANKLOOP_DATA"):
         assert main(["pipeline", "dense >> rochio", "--quiet"]) == 2
         assert "unknown stage 'rochio'" in capsys.readouterr().err
+
+
+def test_memo_follows_learned_state(ctx: Context) -> None:
+    from rankloop.rerank.stages import LtrReranker
+
+    ctx.forget()
+    pipe = Fixed(ctx) >> LtrReranker(ctx, epochs=5, depth=3, k=4)
+    pipe.fit(QUERIES, QRELS)
+    first = pipe(QUERIES)
+    assert pipe(QUERIES) is first  # memoised in the shared context
+    pipe.fit(QUERIES, QRELS)  # a new model: the memo must not serve the old run
+    assert pipe(QUERIES) is not first
