@@ -121,7 +121,9 @@ def test_sigkill_during_save_never_loses_the_index(scratch: Path) -> None:
         print(f"\nkill test: {counts}, kill delays 0..{span * 1000:.1f} ms")
         assert counts["lost"] == 0, counts
         assert counts["trials"] >= 100, f"only {counts['trials']} trials in {BUDGET_S}s"
-        assert counts["killed"] >= counts["trials"] // 3, counts  # most kills hit a live save
+        # Many kills must hit a live save (how many depends on the machine's load: 33-82% here,
+        # with the suite running beside it); `lost == 0` above is the promise under test.
+        assert counts["killed"] >= counts["trials"] // 10, counts
     finally:
         stdin.close()
         try:
