@@ -133,9 +133,10 @@ def _add_ultr(kinds: argparse._SubParsersAction) -> None:
 def _add_prf(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser(
         "prf",
-        help="pseudo-relevance feedback: vector Rocchio/Average, LoL, BM25+RM3, hybrids vs dense",
-        description="Build or reuse the dense and BM25 indexes, run every PRF method, and print one "
-        "comparison table against the no-PRF dense baseline (paired t-test); also write the runs "
+        help="PRF pipelines (vector Rocchio/Average, LoL, BM25+RM3, hybrids) vs dense",
+        description="Build or reuse the dense and BM25 indexes, run every pipeline of the config "
+        "(stage expressions such as \"bm25 >> rocchio(fb_docs=3)\"; see `rankloop stages`), and "
+        "print one comparison table against the no-PRF dense baseline (paired t-test); also write the runs "
         "(TREC), metrics JSON and a plot of nDCG@10 against the feedback depth.",
     )
     p.add_argument("config", nargs="?", help="YAML config (see configs/prf_scifact.yaml)")
