@@ -176,7 +176,7 @@ def run_prf(config: PRFConfig, *, verbose: bool = True) -> PRFResult:
     for name, pipe in list(pipelines.items()):
         try:
             pipe.check()
-        except ConfigError as e:
+        except RankloopError as e:  # a missing split, model or data set: skip, say why
             if name == config.baseline:
                 raise
             skipped[name] = str(e)
