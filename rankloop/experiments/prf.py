@@ -77,7 +77,7 @@ class PRFConfig(YamlConfig):
     baseline: str = "dense"
     depths: list[Count] = field(default_factory=lambda: [1, 2, 3, 5, 10])
     sweep: list[str] | None = None  # default: every pipeline that ends in a sweepable stage
-    reference: list[str] = field(default_factory=lambda: list(REFERENCE))
+    reference: list[str] | None = None  # default: the peer rows of REFERENCE that are present
     # None: the data set's convention from the registry (ArguAna, Quora: drop the own id)
     remove_query_id: bool | None = None
     pipelines: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PIPELINES))
@@ -93,6 +93,8 @@ class PRFConfig(YamlConfig):
         if self.baseline not in self.pipelines:
             raise ConfigError(f"baseline {self.baseline!r} is not a pipeline; "
                               f"pipelines: {', '.join(self.pipelines)}")  # fmt: skip
+        if self.reference is None:
+            self.reference = [n for n in REFERENCE if n in self.pipelines]
         for key in ("sweep", "reference"):
             unknown = [n for n in getattr(self, key) or [] if n not in self.pipelines]
             if unknown:

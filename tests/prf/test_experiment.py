@@ -80,3 +80,9 @@ def test_end_to_end_scifact(tmp_path: Path) -> None:
     assert abs(result.table.mean["avg-k3"]["ndcg_cut_10"] - 0.5953) < 5e-4
     assert (out / "ndcg_vs_depth.png").stat().st_size > 0
     assert (out / "runs" / "dense.trec").is_file()
+
+
+def test_reference_rows_default_to_the_peers_present() -> None:
+    cfg = PRFConfig.from_dict({"pipelines": {"dense": "dense", "rb": "bm25 >> rocchio"}})
+    assert cfg.reference == []
+    assert PRFConfig.from_dict({"pipelines": {"dense": "dense", "bm25": "bm25"}}).reference == ["bm25"]
