@@ -271,7 +271,7 @@ class Fuse(Stage):
         weights: Sequence[float] | None = None,
         k: int = 1000,
     ) -> None:
-        from rankloop.eval.fusion import METHODS, NORMS
+        from rankloop.eval.fusion import check_fusion
 
         flat: list[Stage] = []
         plain = method == "combsum" and norm is None and weights is None
@@ -282,14 +282,7 @@ class Fuse(Stage):
                 flat.append(_stage(s, "+"))
         if len(flat) < 2:
             raise ConfigError("fuse needs at least two stages")
-        if method not in METHODS:
-            raise ConfigError(f"fuse: unknown method {method!r}; valid: {', '.join(METHODS)}")
-        if norm is not None and norm not in NORMS:
-            raise ConfigError(f"fuse: unknown norm {norm!r}; valid: None, {', '.join(NORMS)}")
-        if method == "rrf" and norm is not None:
-            raise ConfigError("fuse: norm does not apply to rrf, which fuses ranks")
-        if weights is not None and len(weights) != len(flat):
-            raise ConfigError(f"fuse: {len(flat)} stages but {len(weights)} weights")
+        check_fusion(len(flat), method, norm=norm, rrf_k=rrf_k, weights=weights)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"fuse: k must be a positive int, got {k!r}")
         self.stages = flat

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import rankloop.prf.stages
+import rankloop.rerank.cross_encoder
+import rankloop.rerank.knn_feedback
 import rankloop.rerank.stages
 import rankloop.retrieval.stages  # noqa: F401 - importing registers the stages
 from rankloop._runtime import where
@@ -22,23 +24,6 @@ from rankloop.pipeline import STAGES, Stage, build_stage, parse, stage_names
 from rankloop.retrieval.context import Context
 
 __all__ = ["STAGES", "build_stage", "parse", "parse_pipelines", "stage_names"]
-
-_OPTIONAL = ("rankloop.rerank.cross_encoder", "rankloop.rerank.knn_feedback")
-
-
-def _load_optional() -> None:
-    import importlib
-
-    for mod in _OPTIONAL:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-
-
-_load_optional()
-
 
 def parse_pipelines(pipelines: Mapping[str, Any], ctx: Context, *,
                     known: Mapping[str, Stage] | None = None) -> dict[str, Stage]:  # fmt: skip

@@ -356,7 +356,7 @@ class Registry:
         """The local BEIR folder of `name`: a registered data set (fetched), or a path to any
         BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/), so users' own sets work."""
         if _is_beir_folder(name):
-            return Path(name)
+            return Path(name).expanduser()
         info = self.info(name)
         if info.kind != "beir":
             raise RankloopError(f"{name!r} is kind {info.kind!r}, not a BEIR-layout data set")
@@ -370,7 +370,7 @@ class Registry:
         """Fetch and load a BEIR-layout dataset (`kind: beir`, or a path to a BEIR folder),
         queries restricted to `split`."""
         if _is_beir_folder(name):
-            return load_beir(Path(name), split=split)
+            return load_beir(Path(name).expanduser(), split=split)
         info = self.info(name)
         if info.kind != "beir":
             raise RankloopError(
@@ -381,13 +381,9 @@ class Registry:
 
 
 def _is_beir_folder(name: str) -> bool:
-    """True when `name` is a path to a folder holding a BEIR corpus (not a registry name)."""
-    p = Path(name).expanduser()
-    return (
-        ("/" in name or name.startswith("."))
-        and p.is_dir()
-        and ((p / "corpus.jsonl").exists() or (p / "corpus.jsonl.gz").exists())
-    )
+    """True when `name` is an existing directory: a BEIR-layout folder given by its path (its
+    reader then names any missing file), not a registry name."""
+    return Path(name).expanduser().is_dir()
 
 
 def _complete(root: Path, info: DatasetInfo) -> bool:

@@ -12,7 +12,7 @@ from itertools import chain
 import numpy as np
 
 from rankloop.data.types import Run
-from rankloop.errors import RankloopError
+from rankloop.errors import ConfigError, RankloopError
 
 __all__ = ["METHODS", "NORMS", "fuse", "normalize"]
 
@@ -69,6 +69,33 @@ def normalize(
     raise RankloopError(f"unknown norm {norm!r}; choose None or one of {', '.join(NORMS)}")
 
 
+def check_fusion(
+    n_runs: int,
+    method: str,
+    *,
+    norm: str | None = None,
+    rrf_k: float = 60.0,
+    weights: Sequence[float] | None = None,
+    depth: int | None = None,
+) -> None:
+    """Raise `ConfigError` unless these fusion settings are valid for `n_runs` runs (shared by
+    `fuse` and the pipeline's `Fuse` stage, which checks them before any run exists)."""
+    if n_runs < 1:
+        raise ConfigError("fuse needs at least one run")
+    if method not in METHODS:
+        raise ConfigError(f"unknown fusion method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "rrf" and norm is not None:
+        raise ConfigError("norm does not apply to rrf, which fuses ranks; use norm=None")
+    if norm is not None and norm not in NORMS:
+        raise ConfigError(f"unknown norm {norm!r}; choose None or one of {', '.join(NORMS)}")
+    if method == "rrf" and rrf_k < 0:
+        raise ConfigError(f"rrf_k must be >= 0, got {rrf_k}")
+    if depth is not None and depth < 1:
+        raise ConfigError(f"depth must be >= 1, got {depth}")
+    if weights is not None and len(weights) != n_runs:
+        raise ConfigError(f"{n_runs} runs but {len(weights)} weights")
+
+
 def fuse(
     runs: Sequence[Run] | Mapping[str, Run],
     method: str = "rrf",
@@ -89,21 +116,8 @@ def fuse(
     `weights` default to 1 per run.
     """
     run_list = list(runs.values()) if isinstance(runs, Mapping) else list(runs)
-    if not run_list:
-        raise RankloopError("fuse needs at least one run")
-    if method not in METHODS:
-        raise RankloopError(f"unknown fusion method {method!r}; choose one of {', '.join(METHODS)}")
-    if method == "rrf" and norm is not None:
-        raise RankloopError("norm does not apply to rrf, which fuses ranks; use norm=None")
-    if norm is not None and norm not in NORMS:
-        raise RankloopError(f"unknown norm {norm!r}; choose None or one of {', '.join(NORMS)}")
-    if method == "rrf" and rrf_k < 0:
-        raise RankloopError(f"rrf_k must be >= 0, got {rrf_k}")
-    if depth is not None and depth < 1:
-        raise RankloopError(f"depth must be >= 1, got {depth}")
+    check_fusion(len(run_list), method, norm=norm, rrf_k=rrf_k, weights=weights, depth=depth)
     w = np.ones(len(run_list)) if weights is None else np.asarray(weights, np.float64)
-    if w.shape != (len(run_list),):
-        raise RankloopError(f"{len(run_list)} runs but {len(w)} weights")
 
     qids = list(dict.fromkeys(chain.from_iterable(r.data for r in run_list)))
     qindex = {q: i for i, q in enumerate(qids)}

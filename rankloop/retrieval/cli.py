@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rankloop.data import registry
 from rankloop.errors import ConfigError
 from rankloop.retrieval.base import KINDS
 
@@ -120,18 +121,6 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _load_dataset(spec: str, split: str | None):  # -> BeirDataset
-    """A registry name, or a path to a BEIR folder."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        from rankloop.data.beir import load_beir
-
-        return load_beir(path, split=split)
-    from rankloop.data import registry
-
-    return registry.load(spec, split=split)
-
-
 def _search_params(pairs: list[str]) -> dict[str, Any]:
     """`["nprobe=32", "efSearch=64"]` -> {"nprobe": 32, "efSearch": 64}."""
     out: dict[str, Any] = {}
@@ -195,7 +184,7 @@ def _search_kwargs(args: argparse.Namespace, kind: str, strict: bool = True) -> 
 
 # -- handlers ------------------------------------------------------------------------------------
 def _index_build(args: argparse.Namespace) -> int:
-    ds = _load_dataset(args.dataset, split=None)
+    ds = registry.load(args.dataset, split=None)
     corpus = ds.corpus
     start = time.perf_counter()
     if args.kind == "bm25":
@@ -238,7 +227,7 @@ def _search(args: argparse.Namespace) -> int:
 
     k = _check_k(args.k)
     meta = read_meta(args.index)
-    ds = _load_dataset(args.dataset, split=args.split)
+    ds = registry.load(args.dataset, split=args.split)
     if meta.get("corpus_checksum") not in (None, ds.corpus.checksum()):
         _say(f"warning: {args.index} was built from a different corpus than {ds.name}")
     kw: dict[str, Any] = {}
@@ -261,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--norm applies to combsum/combmnz; RRF fuses ranks")
     dense_kw = _search_kwargs(args, "dense")
     bm25_kw = _search_kwargs(args, "bm25", strict=args.retriever == "bm25")
-    ds = _load_dataset(args.dataset, split=args.split)
+    ds = registry.load(args.dataset, split=args.split)
     _say(f"{ds.name}: {len(ds.corpus):,} docs, {len(ds.queries):,} {args.split} queries")
     runs = []
     timings: dict[str, float] = {}
