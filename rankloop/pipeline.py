@@ -118,7 +118,8 @@ class Stage:
 
     def set_params(self, **params: Any) -> Stage:
         """Set hyper-parameters by name; unknown names raise `ConfigError` with the valid ones.
-        Learned state is dropped (`_reset`), since it no longer matches the parameters."""
+        The constructor runs again: every value is re-validated, and learned state set up there
+        is dropped, since it no longer matches the parameters."""
         valid = self.param_names()
         unknown = [p for p in params if p not in valid]
         if unknown:
@@ -129,12 +130,8 @@ class Stage:
         new = {**self.get_params(deep=False), **params}
         ctx = getattr(self, "ctx", None)
         args = (ctx,) if "ctx" in inspect.signature(type(self).__init__).parameters else ()
-        type(self).__init__(self, *args, **new)  # re-validates every value
-        self._reset()
+        type(self).__init__(self, *args, **new)
         return self
-
-    def _reset(self) -> None:
-        """Forget learned state after a parameter change (stages that learn override this)."""
 
     # -- names and text -------------------------------------------------------------------------
     @property
@@ -173,10 +170,10 @@ def _stage(obj: Any, op: str) -> Stage:
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return (type(a) is type(b) and a == b) or (isinstance(a, (int, float)) and a == b and
-                                            not isinstance(a, bool) and not isinstance(b, bool))
+    """Equal parameter values (1 and 1.0 are the same number; True is not 1)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
 
 
 def _literal(v: Any) -> str:

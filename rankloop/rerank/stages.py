@@ -60,9 +60,6 @@ class LtrReranker(Stage):
                              random_state=self.random_state).fit(data)  # fmt: skip
         return self
 
-    def _reset(self) -> None:
-        self.model_ = None
-
     def memo_key(self) -> str | None:
         return f"{self}#{id(self.model_)}"
 

@@ -103,5 +103,8 @@ def ranked_to_dict(
 def drop_query_ids(run: Run, k: int) -> Run:
     """`run` without each query's own id among its documents, cut to `k` (for collections
     whose queries are corpus documents; fetch k + 1 so that k remain)."""
-    data = {q: dict([(d, s) for d, s in run.ranked(q) if d != q][:k]) for q in run.data}
+    data = {}
+    for q in run.data:
+        ranked = run.ranked(q)
+        data[q] = ranked_to_dict(q, [d for d, _ in ranked], [s for _, s in ranked], k, True)
     return Run(data, run.name, dict(run.meta))
