@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "rankloop.clicks.cli",  # clicks fit|simulate
     "rankloop.pipeline_cli",  # stages, pipeline
     "rankloop.experiments.cli",  # experiment recsys|ultr|prf|bandits, simulate bandits
+    "rankloop.loop.cli",  # loop
 )
 
 
