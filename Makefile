@@ -13,7 +13,7 @@ ifneq ($(wildcard ../shared/data),)
 export RANKLOOP_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,15 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check rankloop tests benchmarks
 
-test: lint
+# Debian's chromium for the browser test of `rankloop serve` (Playwright drives it by path and never
+# downloads a browser); where it cannot be installed, that test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 \
+		&& apt-get install -y -q chromium >/dev/null 2>&1; }; }; } \
+		|| echo "chromium is not installed: the browser test will skip"
+
+test: lint browser
 	$(PY) -m pytest -n 2 -q
 
 clean:

@@ -18,10 +18,11 @@ _COMMAND_MODULES = (
     "rankloop.data.cli",  # data list|info|fetch
     "rankloop.eval.cli",  # eval, compare
     "rankloop.retrieval.cli",  # index build, search, run
-    "rankloop.clicks.cli",  # clicks fit|simulate
+    "rankloop.clicks.cli",  # clicks fit|simulate|export
     "rankloop.pipeline_cli",  # stages, pipeline
     "rankloop.experiments.cli",  # experiment recsys|ultr|prf|bandits, simulate bandits
     "rankloop.loop.cli",  # loop
+    "rankloop.serve.cli",  # serve
 )
 
 

@@ -1,4 +1,5 @@
-"""`rankloop clicks fit|simulate`: fit a click model to a log, or simulate a click log.
+"""`rankloop clicks fit|simulate|export`: fit a click model to a log, simulate a click log, or
+export the clicks `rankloop serve` logged as a click log.
 
 simulate has two sources:
 - `--run RUN --qrels QRELS`: each session shows a uniformly drawn run query's top `--k`; clicks
@@ -122,6 +123,16 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """Write the click database of `rankloop serve` as a click log that `clicks fit` reads."""
+    from rankloop.serve.store import ClickStore
+
+    with ClickStore(args.db, create=False) as store:
+        n = store.export_click_log(args.out, kind=None if args.kind == "all" else args.kind)
+    print(f"wrote {args.out}: {n:,} sessions")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, choices=sorted(MODELS), help="click model")
     p.add_argument(
@@ -140,8 +151,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `clicks fit` and `clicks simulate`."""
-    clicks = sub.add_parser("clicks", help="click models: fit to a log, simulate logs")
+    """Add `clicks fit`, `clicks simulate` and `clicks export`."""
+    clicks = sub.add_parser(
+        "clicks", help="click models: fit to a log, simulate logs, export served clicks"
+    )
     csub = clicks.add_subparsers(dest="clicks_command", required=True)
 
     fit = csub.add_parser(
@@ -177,3 +190,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--format", choices=_FORMATS, default="auto", help="format of --log")
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(func=_simulate)
+
+    export = csub.add_parser(
+        "export", help="write the click database of `rankloop serve` as a click log"
+    )
+    export.add_argument("db", help="click database (SQLite) written by `rankloop serve`")
+    export.add_argument(
+        "--format", choices=("jsonl",), default="jsonl", help="output format (jsonl)"
+    )
+    export.add_argument("--out", required=True, help="output click log (.jsonl)")
+    export.add_argument(
+        "--kind",
+        default="search",
+        help="impressions of this kind (search, recommend, ...; 'all' for every kind)",
+    )
+    export.set_defaults(func=_export)

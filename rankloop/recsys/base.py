@@ -7,7 +7,11 @@ search goes through the shared FAISS layer (`rankloop.embed.index.VectorIndex`).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
+import scipy.sparse as sp
 
 from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
@@ -22,6 +26,9 @@ def _rows(x: np.ndarray | list[int] | int, n: int, what: str) -> np.ndarray:
     if len(r) and (r.min() < 0 or r.max() >= n):
         raise RankloopError(f"{what} must be in [0, {n}), got {r.min()}..{r.max()}")
     return r.astype(np.int64)
+
+
+_SAVED = "rankloop-recommender-v1"
 
 
 class FactorRecommender:
@@ -104,3 +111,44 @@ class FactorRecommender:
             rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         return rows[:, :k], scores[:, :k]
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted factors, ids and seen items to one `.npz` file, atomically (an
+        interrupted save leaves the previous file); `load_recommender` reads it back."""
+        from rankloop.io import atomic_write
+
+        self._check_fitted()
+        seen = self.seen_.user_items.tocsr()
+        path = Path(path)
+        with atomic_write(path, "wb") as fh:
+            np.savez(fh, format=np.array(_SAVED), model=np.array(type(self).__name__),
+                     user_factors=self.user_factors_, item_factors=self.item_factors_,
+                     user_ids=np.array(self.seen_.user_ids, dtype=str),
+                     item_ids=np.array(self.seen_.item_ids, dtype=str), seen_data=seen.data,
+                     seen_indices=seen.indices, seen_indptr=seen.indptr)  # fmt: skip
+        return path
+
+
+class SavedRecommender(FactorRecommender):
+    """A factor model read back by `load_recommender` (scores and recommends; does not fit)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+
+def load_recommender(path: str | os.PathLike[str]) -> SavedRecommender:
+    """A recommender written by `FactorRecommender.save`; a file that is not one fails clearly."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "format" not in z or str(z["format"]) != _SAVED:
+                raise RankloopError(f"{path}: not a rankloop recommender file ({_SAVED})")
+            n_users, n_items = len(z["user_ids"]), len(z["item_ids"])
+            seen = sp.csr_matrix((z["seen_data"], z["seen_indices"], z["seen_indptr"]),
+                                 shape=(n_users, n_items))  # fmt: skip
+            out = SavedRecommender(str(z["model"]))
+            out._set_factors(z["user_factors"], z["item_factors"],
+                             Interactions(user_items=seen, kind="implicit", user_ids=list(z["user_ids"]),
+                                          item_ids=list(z["item_ids"])))  # fmt: skip
+            return out
+    except (OSError, ValueError, KeyError) as e:
+        raise RankloopError(f"{path}: cannot read a saved recommender ({e})") from None

@@ -30,7 +30,8 @@ class Context:
     such as LoL, read its training split); `factory` is the FAISS index type of the dense
     index; `model`/`max_length` choose the encoder when `encoder` is not given;
     `remove_query_id` drops each query's own id from every retrieved list (the convention of
-    collections whose queries are corpus documents; `from_dataset` takes it from the registry).
+    collections whose queries are corpus documents; `from_dataset` takes it from the registry);
+    `cache_runs=False` keeps no memoised runs or query vectors (a service sees endless query sets).
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class Context:
         factory: str = "Flat",
         remove_query_id: bool = False,
         verbose: bool = True,
+        cache_runs: bool = True,
     ) -> None:
         if len(corpus) == 0:
             raise RankloopError(f"corpus {corpus.name!r} is empty")
@@ -52,6 +54,7 @@ class Context:
         self.factory = factory
         self.remove_query_id = remove_query_id
         self.verbose = verbose
+        self.cache_runs = cache_runs
         self._encoder = encoder
         self._model, self._max_length = model, max_length
         self._dense: Any = None
@@ -127,14 +130,31 @@ class Context:
         from rankloop.pipeline import queries_key
 
         key = queries_key(queries)
+        if not self.cache_runs:
+            self._qvecs.pop(key, None)
         if key not in self._qvecs:
             keep = [i for i, t in enumerate(queries.texts) if t.strip()]
             vecs = np.zeros((len(queries), self.encoder.dim), np.float32)
             if keep:
                 texts = queries.texts if len(keep) == len(queries) else [queries.texts[i] for i in keep]
                 vecs[keep] = self.encoder.encode_queries(texts)
+            if not self.cache_runs:
+                return vecs
             self._qvecs[key] = vecs
         return self._qvecs[key]
+
+    def use_index(self, retriever: Any) -> None:
+        """Serve a prebuilt index: a `DenseRetriever` becomes the dense stages' index, a
+        `BM25Retriever` the `bm25` stage's searcher (with the settings it was opened with)."""
+        from rankloop.retrieval.dense import DenseRetriever
+        from rankloop.retrieval.sparse import BM25Retriever
+
+        if isinstance(retriever, DenseRetriever):
+            self._dense = retriever
+        elif isinstance(retriever, BM25Retriever):
+            self._bm25[(retriever.k1, retriever.b, None, None)] = retriever
+        else:
+            raise RankloopError(f"cannot serve a {type(retriever).__name__} index in a pipeline")
 
     def for_dataset(self, name: str) -> Context:
         """A context over another registry data set that shares this one's encoder."""
@@ -149,6 +169,8 @@ class Context:
     # -- memo -----------------------------------------------------------------------------------
     def memo(self, key: Hashable, compute: Callable[[], Run]) -> Run:
         """The run stored under `key`, computed by `compute` the first time."""
+        if not self.cache_runs:
+            return compute()
         if key not in self._runs:
             self._runs[key] = compute()
         return self._runs[key]

@@ -1,4 +1,4 @@
-"""A small BEIR folder with a judged train and test split (SciFact slices), for loop tests."""
+"""Shared fixtures: a small BEIR folder with a judged train and test split (SciFact slices)."""
 
 from __future__ import annotations
 
