@@ -11,6 +11,12 @@ import pytest
 _REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="session")
+def scifact_dir() -> Path:
+    """`$RANKLOOP_DATA/beir/scifact` (default ../shared/data); skip the test when it is absent."""
+    return _scifact_root()
+
+
 def _scifact_root() -> Path:
     value = os.environ.get("RANKLOOP_DATA", "").strip()
     root = (Path(value) if value else _REPO.parent / "shared" / "data") / "beir" / "scifact"

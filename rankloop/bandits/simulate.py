@@ -37,6 +37,18 @@ __all__ = [
 ]
 
 
+# What `build_policy` passes a policy itself (from the world, the env, the seed and `feedback`),
+# so a config may not set it.
+POLICY_RESERVED = (
+    "n_arms",
+    "n_features",
+    "arm_features",
+    "slate_size",
+    "random_state",
+    "feedback",
+)
+
+
 def build_policy(
     name: str,
     world: World,

@@ -32,7 +32,7 @@ from rankloop._runtime import (
 )
 from rankloop.bandits.envs import WORLDS, EnvConfig, World, build_world
 from rankloop.bandits.policies import POLICIES
-from rankloop.bandits.simulate import build_policy, run_policy
+from rankloop.bandits.simulate import POLICY_RESERVED, build_policy, run_policy
 from rankloop.errors import ConfigError, RankloopError
 from rankloop.io import atomic_write
 
@@ -50,15 +50,6 @@ __all__ = [
     "write_outputs",
 ]
 
-# What `build_policy` passes a policy itself (from the world, the env, the seed and `feedback`).
-_POLICY_RESERVED = (
-    "n_arms",
-    "n_features",
-    "arm_features",
-    "slate_size",
-    "random_state",
-    "feedback",
-)
 # The most user x item cells a synthetic world may have (its attractiveness is a dense matrix).
 _MAX_SYNTHETIC_CELLS = 100_000_000
 
@@ -94,7 +85,7 @@ class PolicySpec:
         if not self.name:
             raise ConfigError("a policy needs a non-empty name")
         check_registry_params(
-            POLICIES, self.type, self.params, where_=what, reserved=_POLICY_RESERVED
+            POLICIES, self.type, self.params, where_=what, reserved=POLICY_RESERVED
         )
         # Build it once on a toy world (2 items, slates of 1), so the values its constructor
         # checks (epsilon in [0, 1], alpha >= 0, reg > 0, ...) fail now, not mid-run.

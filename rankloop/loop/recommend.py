@@ -26,7 +26,7 @@ from rankloop._runtime import check_registry_params
 from rankloop.bandits.envs import CLICK_MODELS, EnvConfig, World, ratings_world, synthetic_world
 from rankloop.bandits.policies import POLICIES, InSlateThompson, SlatePolicy, TopK
 from rankloop.bandits.policies.base import FEEDBACK
-from rankloop.bandits.simulate import build_policy
+from rankloop.bandits.simulate import POLICY_RESERVED, build_policy
 from rankloop.clicks.models import make_model
 from rankloop.data.interactions import Interactions
 from rankloop.data.ratings import MNARDataset
@@ -41,15 +41,6 @@ _DRIFT_STREAM = 99  # second entry of the drift seeds [random_state, 99, round]
 _INITIAL_STREAM = 98  # ... and of the synthetic world's initial log
 _SYNTHETIC_EXPOSURE = 10  # items each synthetic user was shown before the loop
 _P_CLIP = 1e-6
-# what `build_policy` sets from the world and the learner, so a config may not
-_POLICY_RESERVED = (
-    "n_arms",
-    "n_features",
-    "arm_features",
-    "slate_size",
-    "random_state",
-    "feedback",
-)
 
 
 def _int(value: Any, name: str, low: int) -> int:
@@ -474,7 +465,7 @@ class BanditLearner(Learner):
     ) -> None:
         params = dict(params or {})
         check_registry_params(
-            POLICIES, policy, params, where_="learner 'bandit'", reserved=_POLICY_RESERVED
+            POLICIES, policy, params, where_="learner 'bandit'", reserved=POLICY_RESERVED
         )
         if feedback not in FEEDBACK:
             raise ConfigError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")

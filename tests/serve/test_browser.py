@@ -47,21 +47,13 @@ def chromium() -> str:
     return path
 
 
-def _scifact_root() -> Path:
-    value = os.environ.get("RANKLOOP_DATA", "").strip()
-    root = (Path(value) if value else _REPO.parent / "shared" / "data") / "beir" / "scifact"
-    if not (root / "corpus.jsonl").is_file():
-        pytest.skip(f"SciFact not found under {root} (set RANKLOOP_DATA)")
-    return root
-
-
 @pytest.fixture(scope="module")
-def served_beir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+def served_beir(tmp_path_factory: pytest.TempPathFactory, scifact_dir: Path) -> tuple[Path, list[str]]:
     """A BEIR folder of 120 SciFact documents (those judged for 8 test queries, then filler)
     plus a trap document matching the first query; returns (folder, the 8 query texts)."""
     from rankloop.data.beir import load_beir
 
-    split = load_beir(_scifact_root(), split="test")
+    split = load_beir(scifact_dir, split="test")
     qids = split.queries.ids[:8]
     judged = list(dict.fromkeys(d for q in qids for d in split.qrels[q]))
     filler = [d for d in split.corpus.ids if d not in set(judged)][: 120 - len(judged)]
