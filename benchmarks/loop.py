@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import RESULTS, write_result
 
+from rankloop._runtime import read_yaml
 from rankloop.eval.significance import paired_t_test
 from rankloop.loop.measures import mean_ci
 from rankloop.loop.report import summarise, table_markdown, write_outputs
@@ -42,21 +43,34 @@ ROOT = Path(__file__).resolve().parents[1]
 PLOTS = RESULTS / "loop"
 
 
-def _run(world: str, seeds: int | None, rounds: int | None) -> LoopResult:
-    config = LoopConfig.from_yaml(ROOT / "configs" / f"loop_{world}.yaml")
+ONLINE = [  # the PDGD-vs-DBGD comparison: the papers' zero start, and a first-stage start
+    {"name": f"{a}{'' if init == 'zero' else '-fs'}", "type": a, "params": {"init": init}}
+    for init in ("zero", "first_stage")
+    for a in ("pdgd", "dbgd")
+]
+
+
+def _run(world: str, seeds: int | None, rounds: int | None, online: bool = False) -> LoopResult:
+    raw = read_yaml(ROOT / "configs" / f"loop_{world}.yaml")
+    if online:
+        raw = {**raw, "name": raw["name"] + "-online", "learners": ONLINE}
+    config = LoopConfig.from_dict(raw)
     if seeds is not None:
         config.seeds = list(range(seeds))
     if rounds is not None:
         config.rounds = rounds
-    out = ROOT / "runs" / f"loop-{world}" if seeds is None and rounds is None else (
-        ROOT / "runs" / f"loop-{world}-s{seeds}-r{rounds}")  # fmt: skip
+    name = f"loop-{world}{'-online' if online else ''}"
+    out = (
+        ROOT / "runs" / (name if seeds is None and rounds is None else f"{name}-s{seeds}-r{rounds}")
+    )
     resume = (out / "config.json").is_file()
     result = run_loop(config, out, resume=resume)
     written = write_outputs(result, out)
+    tag = f"{world}-online" if online else world
     PLOTS.mkdir(parents=True, exist_ok=True)
     for path in written.values():
         if Path(path).suffix == ".png":
-            shutil.copyfile(path, PLOTS / f"{world}_{Path(path).name}")
+            shutil.copyfile(path, PLOTS / f"{tag}_{Path(path).name}")
     print(f"\n## {config.name}\n\n{table_markdown(result)}\n")
     return result
 
@@ -85,11 +99,15 @@ def _search_findings(result: LoopResult) -> dict[str, Any]:
         rows[name] = row
     out: dict[str, Any] = {"learners": rows, "full_info": None if ceiling is None else
                            float(ceiling.mean())}  # fmt: skip
-    if {"pdgd", "dbgd"} <= set(names):
-        p, d = _per_seed(result, "pdgd", key, False), _per_seed(result, "dbgd", key, False)
-        pf, df = _per_seed(result, "pdgd", key, True), _per_seed(result, "dbgd", key, True)
+    out["pdgd_vs_dbgd"] = {}
+    for suffix in ("", "-fs"):
+        a, b = f"pdgd{suffix}", f"dbgd{suffix}"
+        if not {a, b} <= set(names):
+            continue
+        p, d = _per_seed(result, a, key, False), _per_seed(result, b, key, False)
+        pf, df = _per_seed(result, a, key, True), _per_seed(result, b, key, True)
         half = max(1, p.shape[1] // 3)
-        out["pdgd_vs_dbgd"] = {
+        out["pdgd_vs_dbgd"]["zero start" if not suffix else "first-stage start"] = {
             "mean_over_rounds": [float(p.mean()), float(d.mean())],
             "p_mean_over_rounds": paired_t_test(p.mean(axis=1), d.mean(axis=1)),
             "first_third": [float(p[:, :half].mean()), float(d[:, :half].mean())],
@@ -186,11 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     payload: dict[str, Any] = {"worlds": worlds}  # other worlds' results stay
     for world in args.worlds:
         result = _run(world, args.seeds, args.rounds)
+        search = result.config.world.get("type") == "search"
         entry: dict[str, Any] = {"config": result.config.to_dict(), "world": result.world_info,
                                  "seconds": round(result.seconds, 1),
                                  "summary": summarise(result)}  # fmt: skip
-        if result.config.world.get("type") == "search":
+        if search:
             entry["findings"] = _search_findings(result)
+            online = _run(world, args.seeds, args.rounds, online=True)
+            entry["online"] = {"summary": summarise(online),
+                               "findings": _search_findings(online)}  # fmt: skip
             entry["interleaving_vs_ab"] = [
                 {k: v for k, v in r.items() if k not in ("grid", "error_interleaving", "error_ab")}
                 for r in _interleaving(result.config)

@@ -356,16 +356,23 @@ class UltrLearner(_ModelLearner):
 
 
 class OnlineLearner(SearchLearner):
-    """A linear ranker (PDGD or DBGD) that serves and learns one session at a time."""
+    """A linear ranker (PDGD or DBGD) that serves and learns one session at a time.
+
+    `init="zero"` starts from zero weights, as the papers do (PDGD then samples uniformly at
+    random, DBGD's tied scores keep the first stage's order); `init="first_stage"` starts from
+    weight 1 on the first stage's standardised score, so round 0 serves the first stage."""
 
     online = True
 
-    def __init__(self, algorithm: str, lr: float | None, delta: float = 1.0) -> None:
+    def __init__(self, algorithm: str, lr: float | None, delta: float = 1.0,
+                 init: str = "zero") -> None:  # fmt: skip
         if lr is not None and not lr > 0:
             raise ConfigError(f"{algorithm}: lr must be > 0, got {lr}")
         if not delta > 0:
             raise ConfigError(f"{algorithm}: delta must be > 0, got {delta}")
-        self.algorithm, self.lr, self.delta = algorithm, lr, delta
+        if init not in ("zero", "first_stage"):
+            raise ConfigError(f"{algorithm}: init must be zero or first_stage, got {init!r}")
+        self.algorithm, self.lr, self.delta, self.init = algorithm, lr, delta, init
         self.ranker_: LinearOnlineRanker | None = None
 
     def start(self, world: LoopWorld, random_state: int) -> None:
@@ -376,6 +383,8 @@ class OnlineLearner(SearchLearner):
             self.ranker_ = PDGD(d, random_state=random_state, **lr)
         else:
             self.ranker_ = DBGD(d, delta=self.delta, random_state=random_state, **lr)
+        if self.init == "first_stage":
+            self.ranker_.weights[w.feature_names.index("first_score")] = 1.0
 
     def heldout_scores(self, world: SearchWorld, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.ranker_ is None or not np.any(self.ranker_.weights):
@@ -402,16 +411,16 @@ class OnlineLearner(SearchLearner):
 class PDGDLearner(OnlineLearner):
     """Pairwise differentiable gradient descent (Oosterhuis and de Rijke, CIKM 2018)."""
 
-    def __init__(self, lr: float | None = None) -> None:
-        super().__init__("pdgd", lr)
+    def __init__(self, lr: float | None = None, init: str = "zero") -> None:
+        super().__init__("pdgd", lr, init=init)
 
 
 @LEARNERS.register("dbgd")
 class DBGDLearner(OnlineLearner):
     """Dueling bandit gradient descent (Yue and Joachims, ICML 2009), team-draft comparisons."""
 
-    def __init__(self, lr: float | None = None, delta: float = 1.0) -> None:
-        super().__init__("dbgd", lr, delta)
+    def __init__(self, lr: float | None = None, delta: float = 1.0, init: str = "zero") -> None:
+        super().__init__("dbgd", lr, delta, init)
 
 
 class MemoryLearner(SearchLearner):

@@ -255,3 +255,14 @@ def test_recommendation_loop_through_the_runner(tmp_path: Path) -> None:
         )
     static = [r for r in result.runs if r["learner"] == "static"]
     assert static[0]["rows"][0]["true_dcg@5"] == static[1]["rows"][0]["true_dcg@5"]
+
+
+def test_online_learners_can_start_from_the_first_stage(world: SearchWorld) -> None:
+    from rankloop.loop.search import DBGDLearner, PDGDLearner, StaticLearner
+
+    base = world.evaluate(StaticLearner())["test_ndcg@10"]
+    for learner in (PDGDLearner(init="first_stage"), DBGDLearner(init="first_stage")):
+        learner.start(world, 0)
+        assert world.evaluate(learner)["test_ndcg@10"] == pytest.approx(base)
+    with pytest.raises(ConfigError, match="init"):
+        PDGDLearner(init="random")
