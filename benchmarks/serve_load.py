@@ -43,14 +43,14 @@ PIPELINES = {"dense": "dense", "bm25": "bm25", "prf": "dense >> rocchio(fb_docs=
 
 LOCUSTFILE = '''
 import json, os, random
-from locust import HttpUser, task, constant_throughput, constant
+from locust import FastHttpUser, task, constant_throughput, constant
 
 QUERIES = json.loads(os.environ["RL_QUERIES"])
 PIPELINE = os.environ.get("RL_PIPELINE", "dense")
 MODE = os.environ["RL_MODE"]
 
 
-class Searcher(HttpUser):
+class Searcher(FastHttpUser):
     wait_time = constant_throughput(10) if MODE == "target" else constant(0)
 
     @task
@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{res.get('click', {}).get('p99_ms')} ms", flush=True)  # fmt: skip
         finally:
             _stop(proc)
+        if not args.kills:
+            print(f"wrote {write_result('serve_load', results)} (no kill test)")
+            return 0
         results["durability"] = _durability(args.dataset, work / "kill.db", queries, args.kills, rng)
         d = results["durability"]
         print(f"kill -9 x{d['kills']}: {d['acknowledged']} clicks acknowledged, "

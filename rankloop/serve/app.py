@@ -15,6 +15,7 @@ writes nothing. No endpoint takes a file path.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -35,6 +36,7 @@ from rankloop.serve.store import ClickStore, DocNotShown, UnknownImpression
 __all__ = ["ClickMemory", "create_app"]
 
 MAX_QUERY = 1000
+MAX_K = 100  # the most results a search returns
 SNIPPET = 240
 _STATIC = {"app.js": "application/javascript", "app.css": "text/css"}
 
@@ -44,7 +46,7 @@ class SearchBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     query: str = Field(max_length=MAX_QUERY)
-    k: int = Field(default=10, ge=1, le=100)
+    k: int = Field(default=10, ge=1, le=MAX_K)
     pipeline: str | None = None
     interleave: list[str] | None = Field(default=None, min_length=2, max_length=2)
 
@@ -108,6 +110,23 @@ class ClickMemory:
         self._thread.join(timeout=10)
 
 
+class _JsonOnly:
+    """ASGI middleware: a POST must send JSON (415 otherwise), checked before the body is read."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            raw = dict(scope["headers"]).get(b"content-type", b"")
+            ctype = raw.split(b";")[0].strip().lower().decode("latin-1")
+            if ctype != "application/json":
+                detail = f"send JSON (Content-Type: application/json), got {ctype or 'none'!r}"
+                await JSONResponse({"detail": detail}, status_code=415)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _snippet(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= SNIPPET else text[:SNIPPET].rsplit(" ", 1)[0] + " …"
@@ -126,14 +145,7 @@ def create_app(engine: Engine, store: ClickStore, corpus: Corpus, *, dataset: st
         i = row[d]
         return corpus.titles[i], corpus.texts[i]
 
-    @app.middleware("http")
-    async def json_only(request: Request, call_next: Any) -> Any:
-        if request.method == "POST":
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                return JSONResponse({"detail": f"send JSON (Content-Type: application/json), "
-                                               f"got {ctype or 'none'!r}"}, status_code=415)  # fmt: skip
-        return await call_next(request)
+    app.add_middleware(_JsonOnly)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -150,14 +162,16 @@ def create_app(engine: Engine, store: ClickStore, corpus: Corpus, *, dataset: st
                 "learner": "knn_memory" if learner else None, "recommender": recommender is not None,
                 **store.counts()}  # fmt: skip
 
+    # Search and click are coroutines awaiting the engine's and the store's futures: no request
+    # holds a thread while its batch runs or its write is committed.
     @app.post("/api/search")
-    def search(body: SearchBody) -> dict[str, Any]:
+    async def search(body: SearchBody) -> dict[str, Any]:
         t0 = time.perf_counter()
         names = tuple(body.interleave) if body.interleave else (body.pipeline or engine.names[0],)
         if len(set(names)) != len(names):
             raise HTTPException(422, "interleave needs two different pipelines")
         try:
-            runs = engine.search(names, body.query, body.k)
+            runs = await asyncio.wrap_future(engine.submit(names, body.query, body.k))
         except KeyError as e:
             raise HTTPException(422, f"unknown pipeline {e.args[0]!r}; serving: "
                                      f"{', '.join(engine.names)}") from None  # fmt: skip
@@ -183,8 +197,9 @@ def create_app(engine: Engine, store: ClickStore, corpus: Corpus, *, dataset: st
             props = [0.5] * len(docs)  # each round's pick order is a fair coin
             label = " vs ".join(names)
         impression = uuid.uuid4().hex
-        store.add_impression(impression_id=impression, query=body.query, docs=docs,
-                             propensities=props, pipeline=label, teams=teams)  # fmt: skip
+        await asyncio.wrap_future(store.submit_impression(
+            impression_id=impression, query=body.query, docs=docs, propensities=props,
+            pipeline=label, teams=teams))  # fmt: skip
         results = []
         for pos, d in enumerate(docs, start=1):
             title, text = doc(d)
@@ -194,9 +209,9 @@ def create_app(engine: Engine, store: ClickStore, corpus: Corpus, *, dataset: st
                 "results": results, "took_ms": round((time.perf_counter() - t0) * 1000, 2)}  # fmt: skip
 
     @app.post("/api/click")
-    def click(body: ClickBody) -> dict[str, Any]:
+    async def click(body: ClickBody) -> dict[str, Any]:
         try:
-            done = store.add_click(body.impression_id, body.doc_id)
+            done = await asyncio.wrap_future(store.submit_click(body.impression_id, body.doc_id))
         except UnknownImpression as e:
             raise HTTPException(404, str(e)) from None
         except DocNotShown as e:
@@ -212,7 +227,7 @@ def create_app(engine: Engine, store: ClickStore, corpus: Corpus, *, dataset: st
 
     @app.get("/api/recommend")
     def recommend(user: Annotated[str, Query(min_length=1, max_length=256)],
-                  k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:  # fmt: skip
+                  k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> dict[str, Any]:  # fmt: skip
         if recommender is None:
             raise HTTPException(404, "this server has no recommender (start it with --recommender)")
         users = {u: i for i, u in enumerate(recommender.seen_.user_ids)}

@@ -21,11 +21,23 @@ def _pipelines(specs: list[str], ctx: Any) -> dict[str, Any]:
         if not sep or "(" in name or " " in name.strip():
             name, expr = "", spec
         stage = parse(expr.strip(), ctx, out, where=f"--pipeline {i}")
-        name = name.strip() or str(stage)
+        name = name.strip() or str(stage)  # the name as written, before the cap
+        stage = _cap_k(stage)
         if name in out or name == "learned":
             raise ConfigError(f"--pipeline {i}: the name {name!r} is taken")
         out[name] = stage
     return out
+
+
+def _cap_k(stage: Any) -> Any:
+    """Every cut-off `k` of the pipeline at most `MAX_K`: a page shows at most that many results,
+    and the stages' default (1,000 hits per query) costs most of a search's time."""
+    from rankloop.serve.app import MAX_K
+
+    params = stage.get_params()
+    big = {key: MAX_K for key, v in params.items()
+           if key.split("__")[-1] == "k" and isinstance(v, int) and v > MAX_K}  # fmt: skip
+    return stage.set_params(**big) if big else stage
 
 
 def build(args: argparse.Namespace) -> tuple[Any, ...]:

@@ -53,15 +53,20 @@ class Engine:
         """Add or replace a pipeline atomically (one reference swap; running batches keep theirs)."""
         self._pipelines = {**self._pipelines, name: stage}
 
-    def search(
-        self, names: tuple[str, ...], text: str, k: int, timeout: float = 30.0
-    ) -> dict[str, list[tuple[str, float]]]:
+    def submit(self, names: tuple[str, ...], text: str, k: int) -> Future:
+        """Queue a search; the future gives pipeline name -> ranked (doc_id, score) list. An
+        unknown pipeline name raises KeyError at once."""
         unknown = [n for n in names if n not in self._pipelines]
         if unknown:
             raise KeyError(unknown[0])
         req = _Request(tuple(names), text, k, Future())
         self._queue.put(req)
-        return req.future.result(timeout=timeout)
+        return req.future
+
+    def search(self, names: tuple[str, ...], text: str, k: int,
+               timeout: float = 30.0) -> dict[str, list[tuple[str, float]]]:  # fmt: skip
+        """`submit` and wait for the answer."""
+        return self.submit(names, text, k).result(timeout=timeout)
 
     def close(self) -> None:
         self._queue.put(None)

@@ -250,14 +250,15 @@ class ClickStore:
         self.close()
 
     # -- writing ------------------------------------------------------------------------------
-    def _submit(self, apply: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Queue a write and wait until the batch that holds it is committed (or it failed)."""
+    def _enqueue(self, apply: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
+        """Queue a write; the future resolves once the batch that holds it is committed (or
+        it failed). `asyncio.wrap_future` lets a coroutine await it without a thread."""
         job = _Job(apply)
         with self._lock:
             if self._closed:
                 raise RankloopError(f"{self.path}: the click store is closed")
             self._queue.put(job)
-        return job.future.result()
+        return job.future
 
     def _run(self) -> None:
         """The writer thread: take a job, gather more for up to batch_ms or max_batch jobs,
@@ -308,7 +309,11 @@ class ClickStore:
             else:
                 job.future.set_exception(error)
 
-    def add_impression(
+    def add_impression(self, **impression: Any) -> None:
+        """Log a shown result list (see `submit_impression`); returns once it is on disk."""
+        self.submit_impression(**impression).result()
+
+    def submit_impression(
         self,
         *,
         impression_id: str,
@@ -320,9 +325,10 @@ class ClickStore:
         kind: str = "search",
         user: str | None = None,
         timestamp: float | None = None,
-    ) -> None:
-        """Log a shown result list: `docs` best first, each position's examination propensity
-        in (0, 1], and for interleaving the team (ranker name) that contributed each position."""
+    ) -> Future[None]:
+        """Queue a shown result list: `docs` best first, each position's examination propensity
+        in (0, 1], and for interleaving the team (ranker name) that contributed each position.
+        The future resolves when it is on disk."""
         impression_id = _impression_id(impression_id)
         query = _text(query, "query", empty=True)
         pipeline = _text(pipeline, "pipeline")
@@ -363,13 +369,19 @@ class ClickStore:
                     f"impression {impression_id} is already logged; impression ids must be unique"
                 ) from None
 
-        self._submit(apply)
+        return self._enqueue(apply)
 
     def add_click(
         self, impression_id: str, doc_id: str, *, timestamp: float | None = None
     ) -> dict[str, Any]:
         """Log a click on `doc_id` of impression `impression_id`; returns {"click_id",
         "position" (1-based), "impression_id", "doc_id"} once it is on disk."""
+        return self.submit_click(impression_id, doc_id, timestamp=timestamp).result()
+
+    def submit_click(
+        self, impression_id: str, doc_id: str, *, timestamp: float | None = None
+    ) -> Future[dict[str, Any]]:
+        """Queue a click (see `add_click`); the future resolves when it is on disk."""
         impression_id = _impression_id(impression_id)
         doc_id = _text(doc_id, "doc_id")
         stamp = _timestamp(timestamp)
@@ -397,7 +409,7 @@ class ClickStore:
                 "doc_id": doc_id,
             }
 
-        return self._submit(apply)
+        return self._enqueue(apply)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer thread, close every connection. Idempotent."""
