@@ -178,12 +178,26 @@ class _Timer:
     def __init__(self) -> None:
         self.seconds = 0.0
 
-    def __call__(self, fn: Any, *args: Any) -> Any:
+    def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - t0
+
+
+class _Timed:
+    """The learner as the world sees it while measuring: its method calls (scoring the held-out
+    and seen queries) count as the learner's time, not the loop's."""
+
+    def __init__(self, learner: Learner, timer: _Timer) -> None:
+        self._learner, self._timer = learner, timer
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._learner, name)
+        if not callable(value):
+            return value
+        return lambda *args, **kwargs: self._timer(value, *args, **kwargs)
 
 
 def _serve(world: LoopWorld, learner: Learner, explorer: Explorer, users: np.ndarray,
@@ -329,7 +343,7 @@ def _play(config: LoopConfig, world: LoopWorld, spec: LearnerSpec, seed: int, ou
     for r in range(start, config.rounds):
         t0 = time.perf_counter()
         timer = _Timer()
-        held = world.evaluate(learner, r)
+        held = world.evaluate(_Timed(learner, timer), r)  # type: ignore[arg-type]
         users = world.draw_users(config.sessions, round_rng(seed, r, "traffic"))
         cands = world.candidates(users)
         shown, clicks, records = _serve(
