@@ -121,31 +121,54 @@ def _search_findings(result: LoopResult) -> dict[str, Any]:
     return out
 
 
-def _interleaving(config: LoopConfig) -> list[dict[str, Any]]:
-    """Interleaving against A/B for two pairs of rankers on the world's traffic."""
+def _references(config: LoopConfig) -> dict[str, Any]:
+    """On the world of `config`: the full-information ceiling trained with LambdaRank as well as
+    the config's ListNet (5 seeds each), and interleaving against A/B for two pairs of rankers."""
     from rankloop.loop.compare import interleaving_vs_ab
-    from rankloop.loop.search import FullInfoLearner, StaticLearner
+    from rankloop.loop.search import FullInfoLearner, StaticLearner, ndcg_at
 
     world = config.build_world()
     try:
         users = np.arange(world.n_users)
-        static, full = StaticLearner(), FullInfoLearner()
+        cands = world.candidates(users)
+        ceilings = {}
+        for loss in ("listnet", "lambdarank"):
+            values = []
+            for seed in config.seeds:
+                full = FullInfoLearner(loss=loss)
+                full.start(world, seed)
+                values.append(world.evaluate(full)["test_ndcg@10"])
+            m, ci = mean_ci(np.array(values))
+            ceilings[loss] = {"mean": float(m), "ci": float(ci), "per_seed": values}
+            print(f"full information ({loss}): test nDCG@10 {m:.4f} ± {ci:.4f}")
+        best = max(ceilings, key=lambda x: ceilings[x]["mean"])
+        static, full = StaticLearner(), FullInfoLearner(loss=best)
         full.start(world, 0)
-        rankers = {
-            "first stage": (static, static.scores(world, users, world.candidates(users))),
-            "full-info LTR": (full, full.scores(world, users, world.candidates(users))),
-        }
-        ndcg = {n: world.evaluate(lrn)["test_ndcg@10"] for n, (lrn, _) in rankers.items()}
+        rankers = {"first stage": static.scores(world, users, cands),
+                   f"full-info LTR ({best})": full.scores(world, users, cands)}  # fmt: skip
+        ndcg = {"first stage": world.evaluate(static)["test_ndcg@10"],
+                f"full-info LTR ({best})": world.evaluate(full)["test_ndcg@10"]}  # fmt: skip
+        pairs = [("first stage", f"full-info LTR ({best})")]
+        for signal in world.info["signals"]:  # the signal's own order over the same candidates
+            col = world.feature_names.index(f"{signal}_score")
+            rankers[signal] = np.where(cands >= 0, world.train.x[users, :, col], -np.inf)
+            test = np.where(world.test.mask, world.test.x[:, :, col], -np.inf)
+            ndcg[signal] = float(ndcg_at(test, world.test.grades, world.test.idcg).mean())
+            better = ndcg[signal] >= ndcg["first stage"]
+            pairs.append(("first stage", signal) if better else (signal, "first stage"))
         out = []
-        for a, b in [("first stage", "full-info LTR")]:
-            res = interleaving_vs_ab(world, rankers[a][1], rankers[b][1], k=config.k)
+        for a, b in pairs:
+            if abs(ndcg[b] - ndcg[a]) < 0.02:
+                print(f"{a} vs {b}: test nDCG@10 differs by less than 0.02; skipped")
+                continue
+            res = interleaving_vs_ab(world, rankers[a], rankers[b], k=config.k)
             res.update(a=a, b=b, test_ndcg_a=ndcg[a], test_ndcg_b=ndcg[b])
             out.append(res)
             print(f"{a} ({ndcg[a]:.4f}) vs {b} ({ndcg[b]:.4f}): interleaving needs "
                   f"{res['impressions_interleaving']:,.0f} impressions, A/B "
                   f"{res['impressions_ab']:,.0f} (ratio {res['ratio']:.1f})")  # fmt: skip
         _plot_interleaving(out, PLOTS / f"{config.world['dataset']}_interleaving_vs_ab.png")
-        return out
+        return {"ceilings": ceilings, "interleaving_vs_ab": out}
     finally:
         world.close()
 
@@ -213,9 +236,15 @@ def main(argv: list[str] | None = None) -> int:
             online = _run(world, args.seeds, args.rounds, online=True)
             entry["online"] = {"summary": summarise(online),
                                "findings": _search_findings(online)}  # fmt: skip
+            refs = _references(result.config)
+            entry["ceilings"] = refs["ceilings"]
+            best = max(c["mean"] for c in refs["ceilings"].values())
+            start = entry["findings"]["learners"]["static"]["round0"]
+            for row in entry["findings"]["learners"].values():
+                row["gap_closed_best_ceiling"] = (row["final"] - start) / (best - start)
             entry["interleaving_vs_ab"] = [
                 {k: v for k, v in r.items() if k not in ("grid", "error_interleaving", "error_ab")}
-                for r in _interleaving(result.config)
+                for r in refs["interleaving_vs_ab"]
             ]
         else:
             entry["findings"] = _coat_findings(result)

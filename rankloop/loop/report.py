@@ -98,12 +98,14 @@ def _plot(result: LoopResult, summary: dict[str, Any], measure: str, path: Path)
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     x = np.arange(result.config.rounds)
-    for name, entry in summary.items():
+    colours = plt.get_cmap("tab20").colors
+    for i, (name, entry) in enumerate(summary.items()):
         if measure not in entry:
             continue
         m, ci = np.array(entry[measure]["mean"]), np.array(entry[measure]["ci"])
-        ax.plot(x, m, label=name)
-        ax.fill_between(x, m - ci, m + ci, alpha=0.2)
+        style = ("-", "--", ":", "-.")[i // 10 % 4]
+        ax.plot(x, m, style, color=colours[2 * (i % 10)], label=name)
+        ax.fill_between(x, m - ci, m + ci, color=colours[2 * (i % 10) + 1], alpha=0.25)
     ax.set_xlabel("round")
     ax.set_ylabel(measure)
     ax.set_title(f"{result.config.name}: {measure} by round (mean, 95% CI over "
