@@ -6,7 +6,7 @@ The script starts the server itself (`rankloop serve --dataset D` with three pip
 MiniLM + Flat FAISS, BM25, and dense Rocchio PRF) on a free loopback port, then runs locust in
 headless mode, bounded by `--run-time`, once per scenario:
 
-- `target`: 10 users each at most 10 searches/s (`constant_throughput`), i.e. an offered load of
+- `target`: 20 users each at most 5 searches/s (`constant_throughput`), i.e. an offered load of
   100 searches/s, per pipeline: achieved searches/s, median and p99 latency;
 - `saturation`: 16 users searching with no wait: the most searches/s the server gives;
 - `clicks`: 16 users each searching once, then clicking results of that impression with no
@@ -51,7 +51,7 @@ MODE = os.environ["RL_MODE"]
 
 
 class Searcher(FastHttpUser):
-    wait_time = constant_throughput(10) if MODE == "target" else constant(0)
+    wait_time = constant_throughput(5) if MODE == "target" else constant(0)
 
     @task
     def search(self):
@@ -81,9 +81,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(dataset: str, port: int, log: Path) -> subprocess.Popen:
+def _start(dataset: str, port: int, log: Path, backend: str = "torch") -> subprocess.Popen:
     cmd = [sys.executable, "-m", "rankloop.cli", "serve", "--dataset", dataset, "--port", str(port),
-           "--log", str(log), "--quiet"]  # fmt: skip
+           "--log", str(log), "--quiet", "--backend", backend]  # fmt: skip
     for name, expr in PIPELINES.items():
         cmd += ["--pipeline", f"{name}={expr}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -192,19 +192,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="scifact")
     ap.add_argument("--seconds", type=int, default=20, help="run time of each locust scenario")
     ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--backend", default="torch", help="the server's encoder backend")
     args = ap.parse_args(argv)
     from rankloop.data import load
 
     queries = load(args.dataset, split="test").queries.texts
     rng = random.Random(0)
-    results: dict[str, Any] = {"dataset": args.dataset, "pipelines": PIPELINES, "scenarios": {}}
+    results: dict[str, Any] = {"dataset": args.dataset, "backend": args.backend,
+                               "pipelines": PIPELINES, "scenarios": {}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="rankloop-load-") as tmp:
         work = Path(tmp)
         port = _free_port()
-        proc = _start(args.dataset, port, work / "clicks.db")
+        proc = _start(args.dataset, port, work / "clicks.db", args.backend)
         try:
             for name in PIPELINES:
-                for mode, users in (("target", 10), ("saturation", 16)):
+                for mode, users in (("target", 20), ("saturation", 16)):
                     res = _locust(port, mode, name, users, args.seconds, queries, work)
                     results["scenarios"][f"{mode}/{name}"] = res
                     s = res.get("search", {})
@@ -218,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             _stop(proc)
         if not args.kills:
-            print(f"wrote {write_result('serve_load', results)} (no kill test)")
+            name = "serve_load" if args.backend == "torch" else f"serve_load_{args.backend}"
+            print(f"wrote {write_result(name, results)} (no kill test)")
             return 0
         results["durability"] = _durability(args.dataset, work / "kill.db", queries, args.kills, rng)
         d = results["durability"]

@@ -23,6 +23,9 @@ from rankloop.errors import RankloopError
 __all__ = ["Context"]
 
 
+_RECENT_QUERY_SETS = 4  # query sets whose vectors a context with cache_runs=False keeps
+
+
 class Context:
     """Shared resources for pipelines over `corpus` (see the module docstring).
 
@@ -31,7 +34,8 @@ class Context:
     index; `model`/`max_length` choose the encoder when `encoder` is not given;
     `remove_query_id` drops each query's own id from every retrieved list (the convention of
     collections whose queries are corpus documents; `from_dataset` takes it from the registry);
-    `cache_runs=False` keeps no memoised runs or query vectors (a service sees endless query sets).
+    `cache_runs=False` keeps no memoised runs and only the latest few query sets' vectors (a
+    service sees endless query sets; the stages of one batch still share its vectors).
     """
 
     def __init__(
@@ -130,16 +134,15 @@ class Context:
         from rankloop.pipeline import queries_key
 
         key = queries_key(queries)
-        if not self.cache_runs:
-            self._qvecs.pop(key, None)
         if key not in self._qvecs:
             keep = [i for i, t in enumerate(queries.texts) if t.strip()]
             vecs = np.zeros((len(queries), self.encoder.dim), np.float32)
             if keep:
                 texts = queries.texts if len(keep) == len(queries) else [queries.texts[i] for i in keep]
                 vecs[keep] = self.encoder.encode_queries(texts)
-            if not self.cache_runs:
-                return vecs
+            if not self.cache_runs:  # a service: keep only the latest query sets (one batch's
+                while len(self._qvecs) >= _RECENT_QUERY_SETS:  # stages share them)
+                    self._qvecs.pop(next(iter(self._qvecs)))
             self._qvecs[key] = vecs
         return self._qvecs[key]
 

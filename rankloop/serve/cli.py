@@ -61,7 +61,12 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     if not dataset:
         raise ConfigError("serve: give --dataset NAME (or a BEIR folder) or --index DIR")
     corpus = load(dataset, split=None).corpus
-    ctx = Context(corpus, dataset=dataset, cache_runs=False, verbose=not args.quiet,
+    encoder = None
+    if args.backend != "torch":
+        from rankloop.embed.encoders import Encoder
+
+        encoder = Encoder(backend=args.backend, show_progress=not args.quiet)
+    ctx = Context(corpus, dataset=dataset, cache_runs=False, verbose=not args.quiet, encoder=encoder,
                   remove_query_id=remove_query_id(dataset) if not Path(dataset).exists() else False)  # fmt: skip
     if args.index:
         from rankloop.retrieval.open import open_index
@@ -145,6 +150,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--recommender", help="a recommender saved with FactorRecommender.save (for /api/recommend)"
     )
+    p.add_argument("--backend", default="torch",
+                   choices=["torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "auto"],
+                   help="how the encoder runs (see Encoder; auto picks the fastest accurate one)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--log", default="clicks.db", help="SQLite click log (created if missing)")

@@ -17,7 +17,7 @@ from rankloop.serve.cli import build
 
 def _args(beir: Path, log: Path, **kw) -> argparse.Namespace:
     base = dict(dataset=str(beir), index=None, pipeline=["bm25", "rm3=bm25_rm3"], interleave=None,
-                learner=None, learn_every=0.2, recommender=None, host="127.0.0.1", port=0,
+                learner=None, learn_every=0.2, recommender=None, backend="torch", host="127.0.0.1", port=0,
                 log=str(log), quiet=True)  # fmt: skip
     return argparse.Namespace(**{**base, **kw})
 
