@@ -215,3 +215,34 @@ def test_recommend_from_a_saved_recommender(tiny_beir: Path, tmp_path: Path) -> 
 
     with pytest.raises(RankloopError, match=r"junk\.npz"):
         load_recommender(tmp_path / "junk.npz")
+
+
+def test_pipelines_are_capped_and_share_query_vectors() -> None:
+    """Every cut-off of a served pipeline is at most 100, and a service context keeps only its
+    latest query sets' vectors (the stages of one batch share them)."""
+    import numpy as np
+
+    import rankloop.stages  # noqa: F401
+    from rankloop.data.types import Corpus, Queries
+    from rankloop.pipeline import parse
+    from rankloop.retrieval.context import Context
+    from rankloop.serve.cli import _cap_k
+
+    class Counting:
+        dim, calls = 3, 0
+
+        def encode_queries(self, texts):
+            Counting.calls += 1
+            return np.ones((len(texts), 3), np.float32)
+
+    ctx = Context(Corpus(["a"], [""], ["x"], "toy"), encoder=Counting(), cache_runs=False)
+    capped = _cap_k(parse("dense >> rocchio(fb_docs=5)", ctx))
+    assert str(capped) == "dense(k=100) >> rocchio(fb_docs=5, k=100)"
+    assert str(_cap_k(parse("bm25(k=20)", ctx))) == "bm25(k=20)"
+    sets = [Queries([f"q{i}"], [f"text {i}"], "s") for i in range(6)]
+    ctx.query_vectors(sets[0])
+    ctx.query_vectors(sets[0])
+    assert Counting.calls == 1  # the same batch: encoded once
+    for q in sets[1:]:
+        ctx.query_vectors(q)
+    assert len(ctx._qvecs) <= 4  # bounded
