@@ -156,12 +156,6 @@ class Qrels:
         return Qrels({q: dict(self.data[q]) for q in qids if q in self.data}, self.name)
 
 
-def _trec_order(item: tuple[str, float]) -> tuple[float, str]:
-    # trec_eval stores scores as C floats: scores equal in float32 tie and fall back to doc id.
-    with np.errstate(over="ignore"):
-        return (float(np.float32(item[1])), item[0])
-
-
 @dataclass(frozen=True)
 class Run:
     """A ranking per query: query id -> doc id -> score. Rank columns are never trusted.
@@ -220,8 +214,16 @@ class Run:
 
     def ranked(self, qid: str, k: int | None = None) -> list[tuple[str, float]]:
         """(doc id, score) pairs in trec_eval order: score desc, then doc id desc."""
-        items = sorted(self.data.get(qid, {}).items(), key=_trec_order, reverse=True)
-        return items if k is None else items[:k]
+        docs = self.data.get(qid, {})
+        if len(docs) < 2:
+            return list(docs.items())[:k]
+        ids = np.array(list(docs))
+        scores = np.fromiter(docs.values(), np.float64, len(docs))
+        # trec_eval stores scores as C floats: scores equal in float32 tie and fall back to doc id
+        with np.errstate(over="ignore"):
+            order = np.lexsort((ids, scores.astype(np.float32)))[::-1]
+        order = order if k is None else order[:k]
+        return list(zip(ids[order].tolist(), scores[order].tolist()))
 
     def top_k(self, k: int) -> Run:
         """A new run cut to the top `k` docs per query, in trec_eval order."""

@@ -292,3 +292,21 @@ def test_nul_and_bom(tmp_path: Path) -> None:
     assert read_qrels(_write(tmp_path / "bom.txt", "\ufeff1 0 d1 1\n")).data == {"1": {"d1": 1}}
     e = _error(read_qrels, _write(tmp_path / "nul.txt", "1 0 d1 1\n1 0 d\x002 1\n"))
     assert e.line == 2 and "NUL" in str(e)
+
+
+def test_ranked_is_trec_eval_order_with_float32_ties() -> None:
+    """Score descending as C floats (scores equal in float32 tie), then doc id descending; the
+    same order as sorting (float32 score, doc id) pairs in Python."""
+    import numpy as np
+
+    from rankloop.data.types import Run
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 7, 300):
+        scores = rng.choice([1.0, 1.0 + 1e-9, 2.0, 1e39, -1e39, 0.5], size=n)
+        docs = {f"d{rng.integers(10_000)}_{i}": float(s) for i, s in enumerate(scores)}
+        run = Run({"q": docs})
+        with np.errstate(over="ignore"):
+            want = sorted(docs.items(), key=lambda x: (float(np.float32(x[1])), x[0]), reverse=True)
+        assert run.ranked("q") == want
+        assert run.ranked("q", 3) == want[:3]
