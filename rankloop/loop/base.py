@@ -37,11 +37,20 @@ __all__ = [
     "LoopLog",
     "LoopWorld",
     "Shown",
+    "rank_candidates",
     "round_rng",
 ]
 
 # What each Generator of a round is for (the third entry of its seed).
 STREAMS = {"traffic": 0, "explore": 1, "clicks": 2, "learn": 3, "serve": 4}
+
+
+def rank_candidates(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(n, N) candidate item rows in score order, best first (-1 for absent candidates, last)."""
+    s = np.where(candidates >= 0, scores, -np.inf)
+    order = np.argsort(-s, axis=1, kind="stable")
+    ranked = np.take_along_axis(candidates, order, axis=1)
+    return np.where(np.take_along_axis(s, order, axis=1) > -np.inf, ranked, -1)
 
 
 def round_rng(random_state: int, round_: int, purpose: str) -> np.random.Generator:

@@ -17,17 +17,10 @@ import numpy as np
 
 from rankloop._runtime import check_random_state
 from rankloop.errors import ConfigError
-from rankloop.loop.base import LoopWorld
+from rankloop.loop.base import LoopWorld, rank_candidates
 from rankloop.loop.interleave import interleaving_outcome, team_draft
 
 __all__ = ["impressions_needed", "interleaving_vs_ab"]
-
-
-def _ranked(candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    s = np.where(candidates >= 0, scores, -np.inf)
-    order = np.argsort(-s, axis=1, kind="stable")
-    return np.where(np.take_along_axis(s, order, axis=1) > -np.inf,
-                    np.take_along_axis(candidates, order, axis=1), -1)  # fmt: skip
 
 
 def _error_curve(values: np.ndarray, probs: np.ndarray, grid: np.ndarray, repeats: int,
@@ -68,8 +61,8 @@ def interleaving_vs_ab(world: LoopWorld, scores_a: np.ndarray, scores_b: np.ndar
     rng = check_random_state(random_state)
     users = world.draw_users(impressions, rng)
     cands = world.candidates(users)
-    lists_a = _ranked(cands, scores_a[users])
-    lists_b = _ranked(cands, scores_b[users])
+    lists_a = rank_candidates(scores_a[users], cands)
+    lists_b = rank_candidates(scores_b[users], cands)
     model = world.click_model
     # interleaving: one team-draft list per impression
     lists, teams = team_draft(np.stack([lists_a, lists_b]), k, rng)

@@ -31,7 +31,7 @@ from rankloop._runtime import (
 )
 from rankloop.errors import ConfigError, RankloopError
 from rankloop.io import atomic_write
-from rankloop.loop import explore as _explore  # noqa: F401 (registers the explorers)
+from rankloop.loop import explore as _explore  # also registers the explorers
 from rankloop.loop import recommend as _recommend  # noqa: F401 (registers its world/learners)
 from rankloop.loop import search as _search  # noqa: F401 (registers its world/learners)
 from rankloop.loop.base import (
@@ -43,6 +43,7 @@ from rankloop.loop.base import (
     LoopLog,
     LoopWorld,
     Shown,
+    rank_candidates,
     round_rng,
 )
 from rankloop.loop.interleave import preferences
@@ -125,7 +126,7 @@ class LoopConfig(YamlConfig):
         build_explorer(self.explorer)
         for spec in self.learners:
             explorer = build_explorer(spec.explorer or self.explorer)
-            if spec.build().online and type(explorer).__name__ != "Greedy":
+            if spec.build().online and not isinstance(explorer, _explore.Greedy):
                 raise ConfigError(
                     f"learner {spec.name!r} learns online and explores by itself; give it "
                     "`explorer: {type: none}`"
@@ -158,14 +159,6 @@ class LoopResult:
 
 
 # -- one round --------------------------------------------------------------------------------
-def _rank(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """(n, N) candidate item rows in score order (-1 for absent candidates, last)."""
-    s = np.where(candidates >= 0, scores, -np.inf)
-    order = np.argsort(-s, axis=1, kind="stable")
-    ranked = np.take_along_axis(candidates, order, axis=1)
-    return np.where(np.take_along_axis(s, order, axis=1) > -np.inf, ranked, -1)
-
-
 def _pad(x: np.ndarray, k: int) -> np.ndarray:
     out = np.full(k, -1, np.int64)
     out[: min(k, len(x))] = x[:k]
@@ -206,7 +199,7 @@ def _serve(world: LoopWorld, learner: Learner, explorer: Explorer, users: np.nda
     """One round's shown lists and clicks."""
     clicks_rng = round_rng(seed, r, "clicks")
     if not learner.online:
-        ranked = _rank(timer(learner.scores, world, users, cands), cands)
+        ranked = rank_candidates(timer(learner.scores, world, users, cands), cands)
         shown, records = explorer.show(world, users, ranked, k, round_rng(seed, r, "explore"))
         attr = world.attractiveness(users, shown, r)
         clicks = world.click_model.simulate_attractiveness(attr, clicks_rng) & (shown >= 0)
@@ -319,11 +312,11 @@ def _play(config: LoopConfig, world: LoopWorld, spec: LearnerSpec, seed: int, ou
     path = _checkpoint_path(out, spec.name, seed)
     explorer = build_explorer(spec.explorer or config.explorer)
     against: list[str] = []
-    if type(explorer).__name__ == "Interleave":
+    if isinstance(explorer, _explore.Interleave):
         refs = world.reference_rankings(
             np.zeros(1, np.int64), world.candidates(np.zeros(1, np.int64))
         )
-        against = explorer.against or sorted(refs)  # type: ignore[attr-defined]
+        against = explorer.against or sorted(refs)
     popular = top_items(world.popularity)
     universe = getattr(world, "universe", np.arange(world.n_items))
     if resume and path.is_file():

@@ -163,10 +163,8 @@ class SearchWorld(LoopWorld):
         self.user_ids = self.train.qids
         self._traffic_queries = splits["traffic"][0].subset(self.user_ids.tolist())
         self.item_ids = np.array(corpus.ids, dtype=str)
-        qrels = splits["traffic"][1]
-        self.max_grade = max(1, max((g for d in qrels.data.values() for g in d.values()), default=1),
-                             max((g for d in splits["held-out"][1].data.values() for g in d.values()),
-                                 default=1))  # fmt: skip
+        grades = [g for _, q in splits.values() for d in q.data.values() for g in d.values()]
+        self.max_grade = max([1, *grades])
         self.eps = eps
         self.click_model = make_model(
             click_model, **({"eta": eta} if click_model in ("pbm", "ubm") else {})

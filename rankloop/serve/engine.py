@@ -30,8 +30,8 @@ class _Request:
 
 
 class Engine:
-    """Micro-batched pipeline execution: `search(names, text, k)` blocks until its batch ran and
-    returns, per pipeline name, the ranked `(doc_id, score)` list (at most `k`)."""
+    """Micro-batched pipeline execution: `submit(names, text, k)` returns a future of, per
+    pipeline name, the ranked `(doc_id, score)` list (at most `k`)."""
 
     def __init__(self, pipelines: dict, *, max_batch: int = 64, wait_ms: float = 3.0) -> None:
         if not pipelines:
@@ -62,11 +62,6 @@ class Engine:
         req = _Request(tuple(names), text, k, Future())
         self._queue.put(req)
         return req.future
-
-    def search(self, names: tuple[str, ...], text: str, k: int,
-               timeout: float = 30.0) -> dict[str, list[tuple[str, float]]]:  # fmt: skip
-        """`submit` and wait for the answer."""
-        return self.submit(names, text, k).result(timeout=timeout)
 
     def close(self) -> None:
         self._queue.put(None)
