@@ -151,6 +151,12 @@ class RecsysConfig(YamlConfig):
     bucket_metric: str = "DCG@5"
     anchors: dict[str, float] = field(default_factory=dict)
     anchor_metric: str = "DCG@5"
+    # a share of the MAR ratings carved out as a uniform training slice (AutoDebias: 5%); those
+    # ratings are then not evaluated, for any model, so every model is scored on the same rest
+    uniform_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    # one fixed click draw for every seed (the authors' code draws once, seed 12345); None: a
+    # fresh draw per seed
+    clicks_random_state: Seed | None = None
     out: str = "runs/recsys"
 
     def __post_init__(self) -> None:
@@ -213,7 +219,6 @@ class RecsysConfig(YamlConfig):
         )
 
 
-
 # ---- data, labels, propensities ---------------------------------------------------------
 def _load(config: RecsysConfig):
     from rankloop.data.ratings import load_coat, load_yahoo_r3
@@ -228,8 +233,23 @@ def _load(config: RecsysConfig):
 
 def _clicks(config: RecsysConfig, train: Interactions, seed: int) -> Interactions:
     if config.train_labels == "graded_bernoulli":
-        return train.sample_clicks(config.eps, random_state=seed)
+        fixed = config.clicks_random_state
+        return train.sample_clicks(config.eps, random_state=seed if fixed is None else fixed)
     return train.binarize(config.threshold)
+
+
+def _check_inputs(config: RecsysConfig, context: dict[str, Any]) -> None:
+    """Fail before any fit when a model needs an input (a uniform slice, ...) the run lacks."""
+    from rankloop.recsys.models import FIT_INPUTS, fit_inputs, make_recommender
+
+    for spec in config.models:
+        model = make_recommender(spec.type, spec.params, where=f"model {spec.name!r}")
+        for name in fit_inputs(model):
+            if name in context and context[name] is None:
+                hint = " (set uniform_fraction)" if name == "uniform" else ""
+                raise ConfigError(
+                    f"model {spec.name!r} ({spec.type}) needs {FIT_INPUTS[name]}{hint}"
+                )
 
 
 # ---- the run ----------------------------------------------------------------------------
@@ -319,10 +339,10 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
         evaluate_authors,
         popularity_buckets,
         standard_metrics,
-        unbiased_dcg,
     )
     from rankloop.recsys.models import fit_recommender, make_recommender
     from rankloop.recsys.propensity import estimate_propensity
+    from rankloop.recsys.tuning import tune_recommender, validation_splits
 
     data = _load(config)
     test = data.test
@@ -330,6 +350,14 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
     if config.propensity["estimator"] == "naive_bayes":
         frac = float(config.propensity.get("mar_fraction", 0.05))
         mar_sample, test = test.split_users(frac, random_state=config.tune_random_state)
+    uniform = None
+    if config.uniform_fraction is not None:  # a uniform slice for the models that learn from one
+        test, uniform = test.split(
+            config.uniform_fraction,
+            random_state=np.random.default_rng([config.tune_random_state, 7]),
+        )
+    context = {"exposure": data.train, "uniform": uniform}
+    _check_inputs(config, context)
     ks = tuple(config.ks)
     estimator = config.propensity["estimator"]
     options = {k: v for k, v in config.propensity.items() if k not in ("estimator", "mar_fraction")}
@@ -339,44 +367,29 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
 
     # 1. tuning on the tuning seed's MNAR clicks only
     tuning: dict[str, dict[str, Any]] = {}
-    clicks0 = _clicks(config, data.train, config.tune_random_state)
-    splits = []
-    for r in range(config.val_repeats):
-        tr, va = clicks0.split(
-            config.val_fraction, random_state=np.random.default_rng([config.tune_random_state, r])
-        )
-        splits.append((tr, va, propensity(tr)))
+    splits = validation_splits(
+        _clicks(config, data.train, config.tune_random_state),
+        propensity,
+        fraction=config.val_fraction,
+        repeats=config.val_repeats,
+        random_state=config.tune_random_state,
+    )
     for spec in config.models:
-        where = f"model {spec.name!r}"
-        points = spec.grid_points()
-        scores = []
-        for params in points:
-            vals = []
-            for tr, va, prop_tr in splits:
-                model = make_recommender(
-                    spec.type, params, random_state=config.tune_random_state, where=where
-                )
-                fit_recommender(model, tr, prop_tr)
-                vals.append(
-                    unbiased_dcg(
-                        model,
-                        tr,
-                        va,
-                        prop_tr,
-                        k=config.val_k,
-                        n_negatives=config.val_negatives,
-                        random_state=config.tune_random_state,
-                    )
-                )
-            scores.append(float(np.mean(vals)))
-        best = int(np.argmax(scores))
-        tuning[spec.name] = {
-            "best_params": points[best],
-            "best_val": scores[best],
-            "grid": [{"params": p, "val": s} for p, s in zip(points, scores)],
-        }
+        tuned = tune_recommender(
+            spec.type,
+            spec.grid_points(),
+            splits,
+            k=config.val_k,
+            n_negatives=config.val_negatives,
+            random_state=config.tune_random_state,
+            where=f"model {spec.name!r}",
+            progress=verbose,
+            **context,
+        )
+        tuning[spec.name] = asdict(tuned)
         _log(
-            f"tuned {spec.name}: {points[best]} (val SNIPS-DCG@{config.val_k} {scores[best]:.4f})",
+            f"tuned {spec.name}: {tuned.best_params} "
+            f"(val SNIPS-DCG@{config.val_k} {tuned.best_val:.4f})",
             verbose,
         )
 
@@ -392,7 +405,7 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
         for spec in config.models:
             model = make_recommender(spec.type, tuning[spec.name]["best_params"], random_state=seed)
             t0 = time.perf_counter()
-            fit_recommender(model, clicks, prop)
+            fit_recommender(model, clicks, prop, **context)
             fit_s = time.perf_counter() - t0
             a = evaluate_authors(
                 model, test, ks=ks, relevance=config.relevance, threshold=config.threshold
@@ -424,8 +437,17 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
                     if config.train_labels == "graded_bernoulli"
                     else f", >= {config.threshold:g}"
                 )
-                + "), a fresh draw per seed",
-                "test": f"MAR ratings, {a.protocol['n_users']} users (each ranks only its own test items)",
+                + ")",
+                "test": f"MAR ratings, {a.protocol['n_users']} users (each ranks only its own test items)"
+                + (
+                    ""
+                    if uniform is None
+                    else f"; {uniform.nnz:,} MAR ratings ({config.uniform_fraction:.0%}) carved out as "
+                    "the uniform slice of the models that take one, and not evaluated for any model"
+                ),
+                "clicks": "a fresh draw per seed"
+                if config.clicks_random_state is None or config.train_labels != "graded_bernoulli"
+                else f"one draw (random_state {config.clicks_random_state}) for every seed",
                 "authors_protocol": a.protocol["dcg"]
                 + "; "
                 + RELEVANCE_NOTES[config.relevance]

@@ -3,7 +3,8 @@
 `Interactions` (user × item, orientation checked; defined in `rankloop.data.interactions`,
 since the data loaders build it), baselines through `implicit` (`WMF`, `BPR`)
 and the popularity/random reference scorers, torch models (`RelMF` with the (clipped) IPS loss,
-`UBPR`, `ExpoMF`), the family by name (`RECOMMENDERS`, `make_recommender`, `fit_recommender`),
+`UBPR`, `ExpoMF`, `MFDU`, `DRJL` (doubly robust, with an exposure log), `UniformKD` (distilled
+from a uniform slice), `BISER`), the family by name (`RECOMMENDERS`, `make_recommender`, `fit_recommender`),
 propensity estimators (`estimate_propensity` picks one by name), and the MAR evaluation
 protocols. Names are imported lazily so that loading data does not pull in torch or implicit.
 """
@@ -27,6 +28,10 @@ _EXPORTS = {
     "RelMF": "relmf",
     "ips_loss": "relmf",
     "UBPR": "ubpr",
+    "MFDU": "mfdu",
+    "DRJL": "dr",
+    "UniformKD": "kd",
+    "BISER": "biser",
     "ubpr_loss": "ubpr",
     "popularity_propensity": "propensity",
     "naive_bayes_propensity": "propensity",

@@ -74,7 +74,10 @@ class ExpoMF(FactorRecommender):
         """
         n_rows, n_cols = y.shape
         k = fixed.shape[1]
-        outer = (fixed[:, :, None] * fixed[:, None, :]).reshape(n_cols, k * k)
+        # Gram matrices Σ_c p_rc f_c f_cᵀ are symmetric: form only the k(k+1)/2 upper-triangle
+        # products (half the work of all k² products), then mirror them
+        ia, ib = torch.triu_indices(k, k, device=fixed.device)
+        outer = fixed[:, ia] * fixed[:, ib]
         eye = torch.eye(k, dtype=fixed.dtype, device=fixed.device) * (lam / self.lambda_y)
         step = max(1, _BLOCK_ELEMS // max(1, n_cols * k))
         out = torch.empty_like(old)
@@ -83,9 +86,13 @@ class ExpoMF(FactorRecommender):
             p = self._posterior(
                 yb, old[s : s + step] @ fixed.T, mu[s : s + step] if mu.ndim == 2 else mu
             )
-            gram = (p @ outer).reshape(-1, k, k) + eye
+            tri = p @ outer
+            gram = eye.repeat(len(yb), 1, 1)
+            gram[:, ia, ib] += tri
+            gram[:, ib[ia != ib], ia[ia != ib]] += tri[:, ia != ib]
             rhs = (p * yb) @ fixed
-            out[s : s + step] = torch.linalg.solve(gram, rhs.unsqueeze(2)).squeeze(2)
+            chol = torch.linalg.cholesky(gram)
+            out[s : s + step] = torch.cholesky_solve(rhs.unsqueeze(2), chol).squeeze(2)
         return out
 
     def _em(self, clicks: Interactions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

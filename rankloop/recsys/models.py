@@ -12,9 +12,14 @@ from typing import Any
 
 from rankloop._runtime import Registry
 from rankloop.data.interactions import Interactions
+from rankloop.errors import RankloopError
 from rankloop.recsys.baselines import BPR, WMF, PopularityScorer, RandomScorer
+from rankloop.recsys.biser import BISER
+from rankloop.recsys.dr import DRJL
 from rankloop.recsys.evaluate import Scorer
 from rankloop.recsys.expomf import ExpoMF
+from rankloop.recsys.kd import UniformKD
+from rankloop.recsys.mfdu import MFDU
 from rankloop.recsys.propensity import Propensity
 from rankloop.recsys.relmf import RelMF
 from rankloop.recsys.ubpr import UBPR
@@ -27,6 +32,10 @@ RECOMMENDERS.add("bpr", BPR)
 RECOMMENDERS.add("expomf", ExpoMF)
 RECOMMENDERS.add("relmf", RelMF)
 RECOMMENDERS.add("ubpr", UBPR)
+RECOMMENDERS.add("mfdu", MFDU)
+RECOMMENDERS.add("dr", DRJL)
+RECOMMENDERS.add("uniform_kd", UniformKD)
+RECOMMENDERS.add("biser", BISER)
 RECOMMENDERS.add("popularity", PopularityScorer)
 RECOMMENDERS.add("random", RandomScorer)
 
@@ -44,16 +53,38 @@ def make_recommender(
     return RECOMMENDERS.create(name, kwargs, where=where)
 
 
-def _takes_propensity(model: Scorer) -> bool:
-    """Whether `model.fit` takes exposure propensities (Rel-MF, UBPR: the IPS-style losses)."""
-    return "propensity" in inspect.signature(model.fit).parameters  # type: ignore[attr-defined]
+# What a model's `fit` may take besides the clicks, and where a caller gets it.
+FIT_INPUTS = {
+    "propensity": "exposure propensities θ (rankloop.recsys.propensity)",
+    "exposure": "the exposure log the clicks came from (the shown or rated pairs)",
+    "uniform": "a slice of explicit ratings on uniformly random pairs (a MAR sample)",
+}
 
 
-def fit_recommender(model: Scorer, clicks: Interactions, propensity: Propensity | None) -> Scorer:
-    """Fit `model` on `clicks`, passing `propensity` to the models whose loss uses it; returns
-    the model."""
-    if _takes_propensity(model):
-        model.fit(clicks, propensity=propensity)  # type: ignore[attr-defined]
-    else:
-        model.fit(clicks)  # type: ignore[attr-defined]
+def fit_inputs(model: Scorer) -> list[str]:
+    """Which of `FIT_INPUTS` `model.fit` takes (e.g. ["propensity"] for Rel-MF)."""
+    params = inspect.signature(model.fit).parameters  # type: ignore[attr-defined]
+    return [name for name in FIT_INPUTS if name in params]
+
+
+def fit_recommender(
+    model: Scorer,
+    clicks: Interactions,
+    propensity: Propensity | None,
+    *,
+    exposure: Interactions | None = None,
+    uniform: Interactions | None = None,
+) -> Scorer:
+    """Fit `model` on `clicks`, passing each of `propensity`, `exposure` and `uniform` to the
+    models whose `fit` takes it; a model that needs one that is missing fails clearly."""
+    given = {"propensity": propensity, "exposure": exposure, "uniform": uniform}
+    kwargs = {}
+    for name in fit_inputs(model):
+        if given[name] is None:
+            raise RankloopError(
+                f"{type(model).__name__} needs {FIT_INPUTS[name]} ({name}=...), "
+                "which this data set or experiment does not provide"
+            )
+        kwargs[name] = given[name]
+    model.fit(clicks, **kwargs)  # type: ignore[attr-defined]
     return model

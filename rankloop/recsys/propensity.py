@@ -187,6 +187,52 @@ def estimate_propensity(
     return data.shipped_propensities
 
 
+def _bad_values(values: np.ndarray) -> str:
+    """'' when every value is a probability in (0, 1], else what is wrong and how often."""
+    v = np.asarray(values, np.float64)
+    problems = [
+        (np.isnan(v), "NaN"),
+        (np.isinf(v), "infinite"),
+        (v == 0, "zero"),
+        (v < 0, "negative"),
+        (np.isfinite(v) & (v > 1), "above 1"),
+    ]
+    said = [f"{int(m.sum()):,} {what}" for m, what in problems if m.any()]
+    return ", ".join(said)
+
+
+def check_propensity(propensity: Propensity, shape: tuple[int, int]) -> None:
+    """Refuse a propensity whose shape does not fit `shape` (users, items) or whose values are
+    not all probabilities in (0, 1] (NaN, infinite, zero, negative or above 1), before training.
+
+    Sparse per-pair propensities are checked on their stored entries, which must cover the
+    clicked pairs (`propensity_at` checks those when it reads them).
+    """
+    n_u, n_i = shape
+    if sp.issparse(propensity):
+        if propensity.shape != shape:
+            raise RankloopError(
+                f"propensity matrix shape {propensity.shape} != interactions {shape}"
+            )
+        values = sp.csr_matrix(propensity).data
+    else:
+        values = np.asarray(propensity)
+        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
+            values.dtype, np.complexfloating
+        ):
+            raise RankloopError(f"propensity must hold real numbers, got dtype {values.dtype}")
+        if not (values.shape == (n_i,) or values.shape == (n_u, n_i)):
+            raise RankloopError(
+                f"propensity must be ({n_i},) per item or ({n_u}, {n_i}) per pair, got {values.shape}"
+            )
+    bad = _bad_values(values)
+    if bad:
+        raise RankloopError(
+            f"propensities must be probabilities in (0, 1]; got {bad} of {values.size:,} values "
+            "(estimate them on the training clicks, or clip them before use)"
+        )
+
+
 def propensity_at(
     propensity: Propensity, users: np.ndarray, items: np.ndarray, shape: tuple[int, int]
 ) -> np.ndarray:
@@ -211,8 +257,10 @@ def propensity_at(
         else:
             raise RankloopError(f"propensity must be ({n_i},) or ({n_u}, {n_i}), got {p.shape}")
     out = np.asarray(out, np.float32)
-    if len(out) and not (out > 0).all():
+    bad = _bad_values(out) if len(out) else ""
+    if bad:
         raise RankloopError(
-            "propensity is zero or missing at a clicked pair; estimate it on the training clicks"
+            f"propensity at the clicked pairs must be in (0, 1]; got {bad} of {len(out):,} "
+            "(a zero there usually means it is missing: estimate it on the training clicks)"
         )
     return out

@@ -12,8 +12,8 @@ where a fixed `random_state` reproduces results bit for bit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,9 +23,14 @@ from rankloop._runtime import check_random_state
 from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
 from rankloop.recsys.base import FactorRecommender
-from rankloop.recsys.propensity import Propensity, propensity_at
+from rankloop.recsys.propensity import Propensity, check_propensity, propensity_at
 
 Delta = Literal["square", "log"]
+# "example": λ/2 · the batch mean of the squared norms of the factor rows each example touches,
+# so the penalty is on the scale of the (mean) loss and a tuned λ means the same at any data size;
+# "matrix": λ/2 · ‖U‖² + λ/2 · ‖V‖² at every step (tf.nn.l2_loss of the whole matrices, as in
+# the Rel-MF / UBPR authors' code), whose weight against the loss grows with the catalogue size.
+L2Scope = Literal["example", "matrix"]
 _EPS = 1e-7
 _CHUNK_PAIRS = 1 << 21  # sampled training pairs held in memory at once
 
@@ -131,37 +136,46 @@ def sample_unclicked(
 
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# How the pointwise models draw a step's (user, item) pairs: "uniform" over all pairs, clicked or
+# not, so the batch mean is the estimator's mean over pairs (the authors' code samples the full
+# pair list); "balanced": half clicked pairs, half unclicked, which re-weights the loss towards
+# the clicks (each half's mean counts equally), a different objective kept for comparison.
+Sampling = Literal["uniform", "balanced"]
+
+
+def check_clip(clip: float, name: str = "clip") -> None:
+    """A propensity clipping bound M must be a number in [0, 1] (0: no clipping)."""
+    if isinstance(clip, bool) or not isinstance(clip, (int, float, np.floating)):
+        raise RankloopError(f"{name} must be a number in [0, 1], got {clip!r}")
+    if not 0.0 <= float(clip) <= 1.0:
+        raise RankloopError(f"{name} must be in [0, 1] (a propensity floor), got {clip}")
 
 
 class TorchMF(FactorRecommender):
-    """Shared parts of the torch factor models: seeded init, Adam loop, L2 on the full factors.
+    """Shared parts of the torch factor models: seeded init, Adam loop, L2 (see `L2Scope`).
 
     With `bias`, the logit is ⟨u, i⟩ + b_u + b_i + b (user, item and global biases, zero at
     the start, as in the authors' MF); the fitted factors carry them as two extra columns,
     [u, b_u + b, 1]·[i, 1, b_i], so recommendation stays an inner product search.
     """
 
-    def __init__(
-        self,
-        factors: int,
-        learning_rate: float,
-        regularization: float,
-        iterations: int,
-        batch_size: int,
-        random_state: int,
-        device: str,
-        num_threads: int | None,
-        bias: bool,
-    ) -> None:
-        self.factors = factors
-        self.learning_rate = learning_rate
-        self.regularization = regularization
-        self.iterations = iterations
-        self.batch_size = batch_size
-        self.random_state = random_state
-        self.device = device
-        self.num_threads = num_threads
-        self.bias = bias
+    factors: int
+    learning_rate: float
+    regularization: float
+    iterations: int
+    batch_size: int
+    random_state: int
+    device: str
+    num_threads: int | None
+    bias: bool
+    l2_scope: L2Scope
+
+    def _keep(self, params: dict[str, Any]) -> None:
+        """Store a constructor's arguments unchanged as attributes (scikit-learn style: they
+        are checked in `fit`); subclasses call `self._keep(locals())`."""
+        for name, value in params.items():
+            if name != "self":
+                setattr(self, name, value)
 
     def _check(self, clicks: Interactions) -> None:
         if not isinstance(clicks, Interactions) or clicks.kind != "implicit":
@@ -173,10 +187,13 @@ class TorchMF(FactorRecommender):
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise RankloopError(f"{name} must be a positive int, got {v!r}")
 
-    def _init(self, n_users: int, n_items: int) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
-        """Xavier-uniform factors from a seeded CPU generator (the same draw on every device)."""
+    def _init(
+        self, n_users: int, n_items: int, stream: int = 0
+    ) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
+        """Xavier-uniform factors from a seeded CPU generator (the same draw on every device);
+        `stream` > 0 draws an independent second set (e.g. an imputation model's)."""
         dev = resolve_device(self.device)
-        g = torch.Generator().manual_seed(int(self.random_state))
+        g = torch.Generator().manual_seed(int(self.random_state) + 1_000_003 * stream)
 
         def draw(n: int) -> torch.nn.Parameter:
             a = float(np.sqrt(6.0 / (n + self.factors)))
@@ -184,9 +201,6 @@ class TorchMF(FactorRecommender):
             return torch.nn.Parameter(w.to(dev))
 
         return draw(n_users), draw(n_items)
-
-    def _l2(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return 0.5 * self.regularization * (u.pow(2).sum() + v.pow(2).sum())
 
     def _to(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
         dev = resolve_device(self.device)
@@ -197,15 +211,22 @@ class TorchMF(FactorRecommender):
         clicks: Interactions,
         draw: Callable[[int], tuple[torch.Tensor, ...]],
         step_loss: Callable[[Score, tuple[torch.Tensor, ...]], torch.Tensor],
+        extra_params: Sequence[torch.nn.Parameter] = (),
     ) -> None:
         """Adam on `step_loss(score, batch) + L2`, `score(u, i)` the logits of (user, item) rows.
 
         `draw(n)` samples the batches of the next n steps; they are drawn in chunks (vectorised,
         bounded memory) from one seeded generator, so the sample stream does not depend on the
-        device. The biases, when on, are not regularised.
+        device. The biases, when on, are not regularised. `extra_params` (e.g. an imputation
+        model's factors, which `step_loss` uses and regularises itself) join the optimiser.
         """
         if not isinstance(self.bias, bool):
             raise RankloopError(f"bias must be True or False, got {self.bias!r}")
+        if self.l2_scope not in ("example", "matrix"):
+            raise RankloopError(f"l2_scope must be 'example' or 'matrix', got {self.l2_scope!r}")
+        lam = float(self.regularization)
+        if not np.isfinite(lam) or lam < 0:
+            raise RankloopError(f"regularization must be a finite number >= 0, got {lam!r}")
         chunk = max(1, _CHUNK_PAIRS // self.batch_size)
         with torch_threads(self.num_threads):
             U, V = self._init(*clicks.shape)
@@ -217,17 +238,29 @@ class TorchMF(FactorRecommender):
                 )
                 params += [bu, bi, b0]
 
+            touched: list[torch.Tensor] = []  # per-example squared norms of this step's rows
+
             def score(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-                s = (rows(U, u) * rows(V, i)).sum(1)
+                fu, fi = rows(U, u), rows(V, i)
+                if self.l2_scope == "example":
+                    touched.append(fu.pow(2).sum(1) + fi.pow(2).sum(1))
+                s = (fu * fi).sum(1)
                 return s + (rows(bu, u) + rows(bi, i) + b0)[:, 0] if self.bias else s
 
-            opt = torch.optim.Adam(params, lr=self.learning_rate)
+            def penalty() -> torch.Tensor:
+                if self.l2_scope == "matrix":
+                    return 0.5 * lam * (U.pow(2).sum() + V.pow(2).sum())
+                return 0.5 * lam * sum(t.mean() for t in touched)
+
+            opt = torch.optim.Adam([*params, *extra_params], lr=self.learning_rate)
             losses = torch.empty(self.iterations, device=U.device)
             for start in range(0, self.iterations, chunk):
                 batches = draw(min(chunk, self.iterations - start))
                 for b in range(batches[0].shape[0]):
                     opt.zero_grad(set_to_none=True)
-                    loss = step_loss(score, tuple(t[b] for t in batches)) + self._l2(U, V)
+                    touched.clear()
+                    loss = step_loss(score, tuple(t[b] for t in batches))
+                    loss = loss + penalty()
                     loss.backward()
                     opt.step()
                     losses[start + b] = loss.detach()
@@ -243,13 +276,50 @@ class TorchMF(FactorRecommender):
         self._set_factors(users, items, clicks)
 
 
+def pair_sampler(
+    model: TorchMF, clicks: Interactions, propensity: Propensity
+) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    """`draw(n)` for the pointwise models: n steps of (users, items, clicks, θ) batches of
+    `model.batch_size` pairs, sampled as `model.sampling` says, θ = 1 where there is no click."""
+    if model.sampling not in ("uniform", "balanced"):  # type: ignore[attr-defined]
+        raise RankloopError(
+            f"sampling must be 'uniform' or 'balanced', got {model.sampling!r}"  # type: ignore[attr-defined]
+        )
+    pos_u, pos_i, _ = clicks.to_triples()
+    theta = propensity_at(propensity, pos_u, pos_i, clicks.shape)
+    rng = np.random.default_rng(model.random_state)
+    size = model.batch_size
+
+    def uniform(n: int) -> tuple[np.ndarray, ...]:
+        u = rng.integers(0, clicks.n_users, (n, size))
+        i = rng.integers(0, clicks.n_items, (n, size))
+        y = clicks.contains(u, i)
+        th = np.ones((n, size), np.float32)
+        th[y] = propensity_at(propensity, u[y], i[y], clicks.shape)
+        return u, i, y.astype(np.float32), th
+
+    def balanced(n: int) -> tuple[np.ndarray, ...]:
+        half = max(1, size // 2)
+        pick = rng.integers(0, len(pos_u), (n, half))
+        neg_u, neg_i = sample_unclicked(clicks, n * half, rng)
+        y = np.concatenate([np.ones((n, half)), np.zeros((n, half))], axis=1)
+        return (
+            np.concatenate([pos_u[pick], neg_u.reshape(n, half)], axis=1),
+            np.concatenate([pos_i[pick], neg_i.reshape(n, half)], axis=1),
+            y.astype(np.float32),
+            np.concatenate([theta[pick], np.ones((n, half), np.float32)], axis=1),
+        )
+
+    sample = uniform if model.sampling == "uniform" else balanced  # type: ignore[attr-defined]
+    return lambda n: model._to(*sample(n))
+
+
 class RelMF(TorchMF):
     """Rel-MF: sigmoid(⟨u, i⟩) fitted with the (clipped) IPS loss.
 
-    Each Adam step draws `batch_size // 2` clicked pairs and as many unclicked pairs
-    uniformly at random (the authors' balanced batches), so `neg_weight` w sets the weight of
-    the unclicked half. `clip` = M: θ → max(θ, M); 0 is the unclipped IPS estimator. `bias`
-    adds user, item and global biases to the logit (see `TorchMF`).
+    Each Adam step draws `batch_size` pairs as `sampling` says (see `Sampling`); `neg_weight`
+    w weights the unclicked pairs. `clip` = M: θ → max(θ, M); 0 is the unclipped IPS
+    estimator. `bias` adds user, item and global biases to the logit (see `TorchMF`).
     """
 
     def __init__(
@@ -263,49 +333,24 @@ class RelMF(TorchMF):
         batch_size: int = 2048,
         neg_weight: float = 1.0,
         delta: Delta = "square",
+        sampling: Sampling = "uniform",
         bias: bool = False,
+        l2_scope: L2Scope = "example",
         random_state: int = 0,
         device: str = "auto",
         num_threads: int | None = 1,
     ) -> None:
-        super().__init__(
-            factors,
-            learning_rate,
-            regularization,
-            iterations,
-            batch_size,
-            random_state,
-            device,
-            num_threads,
-            bias,
-        )
-        self.clip = clip
-        self.neg_weight = neg_weight
-        self.delta = delta
+        self._keep(locals())
 
     def fit(self, clicks: Interactions, *, propensity: Propensity) -> RelMF:
         """Fit on implicit clicks with exposure propensities θ (see `rankloop.recsys.propensity`)."""
         self._check(clicks)
-        if not 0.0 <= self.clip <= 1.0:
-            raise RankloopError(f"clip must be in [0, 1], got {self.clip}")
-        pos_u, pos_i, _ = clicks.to_triples()
-        theta = propensity_at(propensity, pos_u, pos_i, clicks.shape)
-        rng = np.random.default_rng(self.random_state)
-        half = max(1, self.batch_size // 2)
-        dev = resolve_device(self.device)
-        y = torch.cat([torch.ones(half), torch.zeros(half)]).to(dev)
-
-        def draw(n: int) -> tuple[torch.Tensor, ...]:
-            pick = rng.integers(0, len(pos_u), (n, half))
-            neg_u, neg_i = sample_unclicked(clicks, n * half, rng)
-            return self._to(
-                np.concatenate([pos_u[pick], neg_u.reshape(n, half)], axis=1),
-                np.concatenate([pos_i[pick], neg_i.reshape(n, half)], axis=1),
-                np.concatenate([theta[pick], np.ones((n, half), np.float32)], axis=1),
-            )
+        check_clip(self.clip)
+        check_propensity(propensity, clicks.shape)
+        draw = pair_sampler(self, clicks, propensity)
 
         def step_loss(score: Score, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            u, i, th = batch
+            u, i, y, th = batch
             pred = torch.sigmoid(score(u, i))
             return ips_loss(
                 pred, y, th, clip=self.clip, neg_weight=self.neg_weight, delta=self.delta

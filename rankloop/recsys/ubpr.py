@@ -15,8 +15,8 @@ import torch
 
 from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
-from rankloop.recsys.propensity import Propensity, propensity_at
-from rankloop.recsys.relmf import Score, TorchMF, resolve_device
+from rankloop.recsys.propensity import Propensity, check_propensity, propensity_at
+from rankloop.recsys.relmf import L2Scope, Score, TorchMF, check_clip, resolve_device
 
 
 def ubpr_loss(
@@ -68,31 +68,22 @@ class UBPR(TorchMF):
         iterations: int = 1000,
         batch_size: int = 2048,
         bias: bool = False,
+        l2_scope: L2Scope = "example",
         random_state: int = 0,
         device: str = "auto",
         num_threads: int | None = 1,
     ) -> None:
-        super().__init__(
-            factors,
-            learning_rate,
-            regularization,
-            iterations,
-            batch_size,
-            random_state,
-            device,
-            num_threads,
-            bias,
-        )
-        self.clip = clip
-        self.beta = beta
+        self._keep(locals())
 
     def fit(self, clicks: Interactions, *, propensity: Propensity) -> UBPR:
         """Fit on implicit clicks with exposure propensities θ."""
         self._check(clicks)
         if clicks.n_items < 2:
             raise RankloopError("UBPR needs at least two items")
-        if self.beta is not None and self.beta < 0:
-            raise RankloopError(f"beta must be >= 0 or None, got {self.beta}")
+        if self.beta is not None and not (np.isfinite(self.beta) and self.beta >= 0):
+            raise RankloopError(f"beta must be a finite number >= 0 or None, got {self.beta}")
+        check_clip(self.clip)
+        check_propensity(propensity, clicks.shape)
         pos_u, pos_i, _ = clicks.to_triples()
         theta_pos = propensity_at(propensity, pos_u, pos_i, clicks.shape)
         rng = np.random.default_rng(self.random_state)

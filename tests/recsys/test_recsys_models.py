@@ -99,7 +99,7 @@ def test_bias_columns_reproduce_the_biased_logit(planted):
 def test_relmf_clip_and_propensity_checks(planted):
     with pytest.raises(RankloopError, match="clip"):
         RelMF(clip=2.0, **SMALL).fit(planted, propensity=popularity_propensity(planted))
-    with pytest.raises(RankloopError, match="zero or missing"):
+    with pytest.raises(RankloopError, match=r"zero of .* usually means it is missing"):
         RelMF(**SMALL).fit(planted, propensity=sp.csr_matrix(planted.shape))
     with pytest.raises(RankloopError, match="factors"):
         RelMF(factors=0).fit(planted, propensity=popularity_propensity(planted))
@@ -142,7 +142,19 @@ def test_the_family_by_name(planted):
     from rankloop.recsys.baselines import PopularityScorer, RandomScorer
     from rankloop.recsys.models import RECOMMENDERS, fit_recommender, make_recommender
 
-    assert {"wmf", "bpr", "expomf", "relmf", "ubpr", "popularity", "random"} == set(RECOMMENDERS)
+    assert {
+        "wmf",
+        "bpr",
+        "expomf",
+        "relmf",
+        "ubpr",
+        "mfdu",
+        "dr",
+        "uniform_kd",
+        "biser",
+        "popularity",
+        "random",
+    } == set(RECOMMENDERS)
     model = make_recommender("relmf", {**SMALL, "random_state": 1}, random_state=5)
     assert isinstance(model, RelMF) and model.random_state == 5  # the seed argument wins
     fit_recommender(model, planted, popularity_propensity(planted))  # gets the propensity
@@ -153,7 +165,32 @@ def test_the_family_by_name(planted):
     np.testing.assert_array_equal(pop.score(np.array([0, 9]), np.array([1, 1])), [n_1, n_1])
     rand = fit_recommender(make_recommender("random", random_state=2), planted, None)
     assert isinstance(rand, RandomScorer) and rand.random_state == 2
-    with pytest.raises(ConfigError, match="unknown recommender 'svd'; valid names: bpr"):
+    with pytest.raises(ConfigError, match="unknown recommender 'svd'; valid names: biser, bpr"):
         make_recommender("svd")
     with pytest.raises(ConfigError, match="here: recommender 'wmf' has no parameter 'factorz'"):
         make_recommender("wmf", {"factorz": 3}, where="here")
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [(np.nan, "NaN"), (np.inf, "infinite"), (0.0, "zero"), (-0.2, "negative"), (1.5, "above 1")],
+)
+@pytest.mark.parametrize("model", [RelMF, UBPR])
+def test_bad_propensities_are_refused_before_training(planted, model, value, what):
+    prop = popularity_propensity(planted)
+    prop[3] = value  # one item, clicked or not: refused either way
+    with pytest.raises(RankloopError, match=f"1 {what} of 30 values"):
+        model(**SMALL).fit(planted, propensity=prop)
+    dense = np.full(planted.shape, 0.5)
+    dense[1, 2] = value
+    with pytest.raises(RankloopError, match=f"1 {what} of 1,200 values"):
+        model(**SMALL).fit(planted, propensity=dense)
+    with pytest.raises(RankloopError, match=r"\(30,\) per item"):
+        model(**SMALL).fit(planted, propensity=prop[:5])
+
+
+@pytest.mark.parametrize("clip", [-0.1, 1.5, np.nan, "0.2", True])
+@pytest.mark.parametrize("model", [RelMF, UBPR])
+def test_clipping_bounds_are_validated(planted, model, clip):
+    with pytest.raises(RankloopError, match="clip"):
+        model(clip=clip, **SMALL).fit(planted, propensity=popularity_propensity(planted))
