@@ -15,7 +15,6 @@ far; "bandit" serves and learns session by session with a `rankloop.bandits` sla
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 from typing import Any
 
@@ -382,12 +381,12 @@ class RecommenderLearner(Learner):
         self.model_: Any = None
 
     def _fit(self, world: RecWorld, clicks: Interactions, seed: int) -> None:
-        from rankloop.recsys.models import fit_recommender, make_recommender
+        from rankloop.recsys.models import fit_inputs, fit_recommender, make_recommender
         from rankloop.recsys.propensity import estimate_propensity
 
         model = make_recommender(self.model, self.params, random_state=seed)
         theta = None
-        if "propensity" in inspect.signature(model.fit).parameters:  # type: ignore[attr-defined]
+        if "propensity" in fit_inputs(model):
             theta = estimate_propensity(
                 self.propensity, world.data, clicks, **self.propensity_options
             )

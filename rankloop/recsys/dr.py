@@ -70,7 +70,7 @@ class DRJL(TorchMF):
         eta: float = 1.0,
         clip: float = 0.05,
         learning_rate: float = 0.005,
-        regularization: float = 1e-3,
+        regularization: float = 0.01,
         iterations: int = 1000,
         batch_size: int = 2048,
         bias: bool = False,

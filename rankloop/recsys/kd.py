@@ -80,7 +80,7 @@ class UniformKD(TorchMF):
         teacher_factors: int = 4,
         teacher_regularization: float = 0.1,
         learning_rate: float = 0.005,
-        regularization: float = 1e-3,
+        regularization: float = 0.01,
         iterations: int = 1000,
         batch_size: int = 2048,
         bias: bool = False,

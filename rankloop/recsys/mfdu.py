@@ -73,7 +73,7 @@ class MFDU(TorchMF):
         clip: float = 0.1,
         neg_eta: float = 0.5,
         learning_rate: float = 0.005,
-        regularization: float = 1e-3,
+        regularization: float = 0.01,
         iterations: int = 1000,
         batch_size: int = 2048,
         sampling: Sampling = "uniform",

@@ -328,7 +328,7 @@ class RelMF(TorchMF):
         *,
         clip: float = 0.0,
         learning_rate: float = 0.005,
-        regularization: float = 1e-5,
+        regularization: float = 0.01,
         iterations: int = 1000,
         batch_size: int = 2048,
         neg_weight: float = 1.0,

@@ -64,7 +64,7 @@ class UBPR(TorchMF):
         clip: float = 0.0,
         beta: float | None = None,
         learning_rate: float = 0.005,
-        regularization: float = 1e-5,
+        regularization: float = 0.01,
         iterations: int = 1000,
         batch_size: int = 2048,
         bias: bool = False,
