@@ -18,16 +18,20 @@ for r̂ where δ1 = δ0, i.e. at ŷ = 1/2, where every freshly initialised MF st
 models stay there (measured on Coat: both stuck at 0.5). Imputing the label, (Y − r̂)², has
 the same minimiser where ŷ is informative and no such fixed point.
 δ1 = (1 − ŷ)², δ0 = ŷ² (Rel-MF's squared loss). θ is per item, (n_i / n_users)^η from the
-exposure log, clipped below at `clip`.
+exposure log (`theta="exposure_log"`), or the exposure propensity passed to `fit`
+(`theta="given"`, e.g. the true one in a simulation), clipped below at `clip`.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import torch
 
 from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
+from rankloop.recsys.propensity import Propensity, check_propensity, propensity_at
 from rankloop.recsys.relmf import L2Scope, Score, TorchMF, check_clip, rows
 
 
@@ -69,6 +73,7 @@ class DRJL(TorchMF):
         *,
         eta: float = 1.0,
         clip: float = 0.05,
+        theta: Literal["exposure_log", "given"] = "exposure_log",
         learning_rate: float = 0.005,
         regularization: float = 0.01,
         iterations: int = 1000,
@@ -81,10 +86,23 @@ class DRJL(TorchMF):
     ) -> None:
         self._keep(locals())
 
-    def fit(self, clicks: Interactions, *, exposure: Interactions) -> DRJL:
-        """Fit on clicks and the exposure log (every shown or rated pair; clicks must lie in it)."""
+    def fit(
+        self,
+        clicks: Interactions,
+        *,
+        exposure: Interactions,
+        propensity: Propensity | None = None,
+    ) -> DRJL:
+        """Fit on clicks and the exposure log (every shown or rated pair; clicks must lie in it);
+        `propensity` is the exposure propensity, used when `theta="given"`."""
         self._check(clicks)
         check_clip(self.clip)
+        if self.theta not in ("exposure_log", "given"):
+            raise RankloopError(f"theta must be 'exposure_log' or 'given', got {self.theta!r}")
+        if self.theta == "given":
+            if propensity is None:
+                raise RankloopError('theta="given" needs the exposure propensity (propensity=...)')
+            check_propensity(propensity, clicks.shape)
         if not isinstance(exposure, Interactions) or exposure.shape != clicks.shape:
             raise RankloopError(
                 f"DR-JL needs the exposure log as Interactions of shape {clicks.shape}"
@@ -96,7 +114,8 @@ class DRJL(TorchMF):
                 f"{outside:,} of {len(cu):,} clicks are on pairs the exposure log does not hold; "
                 "pass the log the clicks came from"
             )
-        theta = torch.from_numpy(np.maximum(exposure_propensity(exposure, self.eta), self.clip))
+        per_item = self.theta == "exposure_log"
+        base = exposure_propensity(exposure, self.eta) if per_item else None
         rng = np.random.default_rng(self.random_state)
         size, lam = self.batch_size, float(self.regularization)
         P, Q = self._init(*clicks.shape, stream=1)  # the imputation model
@@ -106,15 +125,19 @@ class DRJL(TorchMF):
             i = rng.integers(0, clicks.n_items, (n, size))
             y = clicks.contains(u, i).astype(np.float32)
             o = exposure.contains(u, i).astype(np.float32)
-            return self._to(u, i, y, o)
+            th = (
+                base[i]
+                if base is not None
+                else propensity_at(propensity, u.ravel(), i.ravel(), clicks.shape)
+            )
+            th = np.maximum(th.reshape(u.shape), self.clip).astype(np.float32)
+            return self._to(u, i, y, o, th)
 
         def step_loss(score: Score, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            u, i, y, o = batch
+            u, i, y, o, th = batch
             pu, qi = rows(P, u), rows(Q, i)
             imputed = torch.sigmoid((pu * qi).sum(1))
-            pred_loss, imp_loss = dr_loss(
-                torch.sigmoid(score(u, i)), imputed, y, o, theta.to(u.device)[i]
-            )
+            pred_loss, imp_loss = dr_loss(torch.sigmoid(score(u, i)), imputed, y, o, th)
             l2 = 0.5 * lam * (pu.pow(2).sum(1) + qi.pow(2).sum(1)).mean()
             return pred_loss + imp_loss + l2
 

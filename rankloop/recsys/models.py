@@ -76,11 +76,12 @@ def fit_recommender(
     uniform: Interactions | None = None,
 ) -> Scorer:
     """Fit `model` on `clicks`, passing each of `propensity`, `exposure` and `uniform` to the
-    models whose `fit` takes it; a model that needs one that is missing fails clearly."""
+    models whose `fit` takes it; a model that requires one that is missing fails clearly."""
     given = {"propensity": propensity, "exposure": exposure, "uniform": uniform}
+    params = inspect.signature(model.fit).parameters  # type: ignore[attr-defined]
     kwargs = {}
     for name in fit_inputs(model):
-        if given[name] is None:
+        if given[name] is None and params[name].default is inspect.Parameter.empty:
             raise RankloopError(
                 f"{type(model).__name__} needs {FIT_INPUTS[name]} ({name}=...), "
                 "which this data set or experiment does not provide"

@@ -226,6 +226,46 @@ def exposure_propensity(
     return _scale_to_rate(w, exposure_rate)
 
 
+def observed_strength(
+    mnar: Interactions,
+    mar: Interactions,
+    *,
+    rating_alpha: float = 0.25,
+    popularity_exponent: float = 0.6,
+) -> dict[str, float]:
+    """Where a real data set with an MNAR and a MAR sample sits on the study's strength scale.
+
+    Rating bias: P(O = 1 | r) from Bayes' rule on the two samples (Schnabel et al.,
+    `naive_bayes_rating_propensity`), relative to P(O = 1 | r = 4), fitted through the origin
+    by least squares to s·(4 − r)·log a over r < 4 — the s at which `exposure_propensity`'s
+    rating factor matches. Popularity bias: the slope of log(exposures of an item) against
+    log(its popularity rank), divided by −γ (the profile π_i = rank^(−γ) at s = 1). Real
+    popularity mixes bias with quality, so the second is an upper bound of the bias.
+    """
+    from rankloop.recsys.propensity import naive_bayes_rating_propensity
+
+    levels, prop = naive_bayes_rating_propensity(mnar, mar)
+    if 4.0 not in levels or not (levels < 4).any():
+        raise RankloopError(
+            f"observed_strength needs 1-5 star ratings, got levels {levels.tolist()}"
+        )
+    below = levels < 4
+    x = (4.0 - levels[below]) * math.log(rating_alpha)
+    y = np.log(prop[below] / prop[levels == 4.0][0])
+    rating_s = float(np.dot(x, y) / np.dot(x, x))
+    counts = np.sort(mnar.item_counts()[mnar.item_counts() > 0])[::-1].astype(np.float64)
+    rank = np.arange(1, len(counts) + 1, dtype=np.float64)
+    slope = float(np.polyfit(np.log(rank), np.log(counts), 1)[0])
+    return {
+        "rating_strength": rating_s,
+        "popularity_strength": -slope / popularity_exponent,
+        **{
+            f"P(O|r={lv:g}) / P(O|r=4)": float(p / prop[levels == 4.0][0])
+            for lv, p in zip(levels, prop)
+        },
+    }
+
+
 # ---- feedback -------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Feedback:

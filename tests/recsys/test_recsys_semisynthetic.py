@@ -260,3 +260,22 @@ def test_config_loads_and_errors_name_the_line(tmp_path):
     bad.write_text(text.replace("    propensity: oracle", "    propensity: truth", 1))
     with pytest.raises(ConfigError, match=r"bad\.yaml:\d+.*propensity"):
         bench.SemiSyntheticConfig.from_yaml(bad)
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.5, 1.0])
+def test_observed_strength_recovers_the_rating_bias_of_a_simulated_sample(strength):
+    from rankloop.data.interactions import Interactions
+    from rankloop.recsys.semisynthetic import exposure_propensity, observed_strength
+
+    big = make_world(600, 200, n_topics=5, random_state=1)
+    theta = exposure_propensity(big, strength, exposure_rate=0.05)  # few θ capped at 1
+    rng = np.random.default_rng(0)
+    exposed = rng.random(big.shape) < theta
+    mnar = Interactions.from_dense(ratings=np.where(exposed, big.ratings, 0.0), kind="explicit")
+    mar = Interactions.from_dense(
+        ratings=np.where(rng.random(big.shape) < 0.2, big.ratings, 0.0), kind="explicit"
+    )
+    got = observed_strength(mnar, mar)
+    # the popularity factor is independent of the ratings, so the rating part comes back
+    assert got["rating_strength"] == pytest.approx(strength, abs=0.12)
+    assert got["popularity_strength"] >= -0.1
