@@ -104,7 +104,7 @@ class SemiSyntheticConfig(YamlConfig):
 
 
 # ---- output -------------------------------------------------------------------------------
-def plot(result: StudyResult, path: Path, metric: str) -> None:
+def plot(result: StudyResult, path: Path, metric: str, coat: dict[str, Any] | None = None) -> None:
     """Two panels: `metric` against bias strength per model (band: ± std over seeds), and the
     paired difference to the baseline (band: ± std of the per-seed differences; filled markers
     where p < 0.05)."""
@@ -118,9 +118,9 @@ def plot(result: StudyResult, path: Path, metric: str) -> None:
     xs = np.array(st.strengths)
     keys = [f"{s:g}" for s in st.strengths]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20")  # 20 distinct colours: no two models share one
     for n, m in enumerate(result.models):
-        color = cmap(n % 10)
+        color = cmap(n % 20)
         rows = [result.summary[k][m.name] for k in keys]
         mean = np.array([r[metric]["mean"] for r in rows])
         std = np.array([r[metric]["std"] for r in rows])
@@ -137,6 +137,11 @@ def plot(result: StudyResult, path: Path, metric: str) -> None:
         sig = p < 0.05
         ax2.scatter(xs[sig], d[sig], color=color, marker="o", zorder=3)
         ax2.scatter(xs[~sig], d[~sig], facecolors="white", edgecolors=[color], zorder=3)
+    if coat and "rating_strength" in coat:  # where Coat's rating bias sits on this scale
+        for ax in (ax1, ax2):
+            ax.axvline(coat["rating_strength"], color="grey", ls=":", lw=1.2)
+        ax1.annotate("Coat's rating bias", (coat["rating_strength"], ax1.get_ylim()[0]),
+                     rotation=90, va="bottom", ha="right", fontsize=7, color="grey")  # fmt: skip
     ax1.set_xlabel("bias strength s (0 = uniform exposure)")
     ax1.set_ylabel(f"true {metric} (expected, over unclicked items)")
     ax1.set_title(f"true {metric}, mean ± std over {len(st.seeds)} seeds")
@@ -150,6 +155,19 @@ def plot(result: StudyResult, path: Path, metric: str) -> None:
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=120)
     plt.close(fig)
+
+
+def replot(json_path: Path, png: Path) -> None:
+    """Draw the PNG again from a finished run's JSON (its summary, models and settings)."""
+    import json
+    from types import SimpleNamespace
+
+    data = json.loads(json_path.read_text())
+    settings = SimpleNamespace(**data["settings"])
+    models = [SimpleNamespace(**m) for m in data["models"]]
+    result = SimpleNamespace(settings=settings, models=models, summary=data["summary"])
+    plot(result, png, f"nDCG@{settings.k}", data.get("coat_on_scale"))  # type: ignore[arg-type]
+    print(f"redrew {png}")
 
 
 def verdicts(result: StudyResult, metric: str) -> dict[str, dict[str, list[float]]]:
@@ -205,6 +223,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, help="override the config's number of seeds")
     ap.add_argument("--workers", type=int, help="override the config's worker processes")
     ap.add_argument(
+        "--replot",
+        action="store_true",
+        help="redraw the PNG from the results JSON of the last run, without running anything",
+    )
+    ap.add_argument(
         "--coat-only",
         action="store_true",
         help="only place Coat on the strength scale (writes benchmarks/results/mnar_coat_bias.json)",
@@ -228,6 +251,9 @@ def main() -> None:
     command = "RANKLOOP_DATA=../shared/data .venv/bin/python benchmarks/mnar_semisynthetic.py" + (
         "" if name == "mnar_semisynthetic" else f" --config {args.config}"
     )
+    if args.replot:
+        replot(RESULTS / f"{name}.json", RESULTS / f"{name}.png")
+        return
     coat = coat_on_scale(settings)
     _print_coat(coat)
     if args.coat_only:
@@ -267,7 +293,7 @@ def main() -> None:
             f"  {model}: beats at s = {v['beats_baseline_at']}, loses at s = {v['loses_to_baseline_at']}"
         )
     png = RESULTS / f"{name}.png"
-    plot(result, png, main_metric)
+    plot(result, png, main_metric, coat)
     print(f"\nwall time {wall:.0f} s ({settings.workers} worker processes); plot {png}")
     payload: dict[str, Any] = {
         "command": command,
