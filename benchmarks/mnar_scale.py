@@ -2,7 +2,7 @@
 
 The issue's bar: every model fits in under a minute on 2 cores with its default parameters. The
 set is generated (seeded): Zipf-like item popularity, a low-rank taste structure, an exposure log
-of about 450,000 pairs that holds the clicks (for DR-JL) and a 5% uniform slice of ratings (for
+of about 450,000 pairs that holds the clicks (for DR-JL) and star ratings on 0.5% of all pairs (for
 the uniform-slice KD). Prints a table and writes benchmarks/results/mnar_scale.json.
 
     RANKLOOP_DATA=../shared/data .venv/bin/python benchmarks/mnar_scale.py [--users 15000]

@@ -466,7 +466,13 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
                     "users carved out for "
                     "the propensity estimate, who are not evaluated"
                 ),
-                "seeds": f"{len(config.seeds)} seeds: each redraws the clicks and the model initialisation",
+                "seeds": f"{len(config.seeds)} seeds: each redraws "
+                + (
+                    "the clicks and the model initialisation"
+                    if config.clicks_random_state is None
+                    or config.train_labels != "graded_bernoulli"
+                    else "the model initialisation (the clicks are one fixed draw)"
+                ),
                 "significance": f"paired {config.test}-test over seeds vs {config.baseline}",
                 "popularity_buckets": f"items split into {config.popularity_buckets} equal-size groups by MNAR "
                 f"rating count (0 = rarest): {bucket_labels}; per bucket, {config.bucket_metric} of the full "
