@@ -249,3 +249,31 @@ def test_tuning_drops_held_out_clicks_from_the_exposure_log(planted, monkeypatch
     hu, hi, _ = held.to_triples()
     assert held.nnz > 0 and not seen[0].contains(hu, hi).any()
     assert seen[0].nnz == exposure.nnz - held.nnz
+
+
+def test_dr_imputation_learns_from_a_fresh_start():
+    """DR-JL's error-imputation loss (O/θ)(e − ê)² has no gradient for r̂ at ŷ = 1/2, where a
+    fresh MF starts; the label imputation used here does."""
+    pred = torch.full((4,), 0.5)
+    imputed = torch.tensor([0.2, 0.4, 0.6, 0.8], requires_grad=True)
+    y, o, th = torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.ones(4), torch.full((4,), 0.5)
+    _, imp_loss = dr_loss(pred, imputed, y, o, th)
+    (grad,) = torch.autograd.grad(imp_loss, imputed)
+    assert (grad.abs() > 1e-3).all()
+
+
+def test_uniform_pair_sampler_draws_every_pair_alike(planted):
+    """The estimator is a mean over all pairs, so the default batches must sample pairs
+    uniformly: clicked pairs appear at the clicks' share, not at the half of balanced batches."""
+    from rankloop.recsys.relmf import pair_sampler
+
+    prop = popularity_propensity(planted)
+    share = planted.nnz / (planted.n_users * planted.n_items)
+    for sampling, expected in (("uniform", share), ("balanced", 0.5)):
+        model = RelMF(**{**SMALL, "batch_size": 4096}, sampling=sampling)
+        u, i, y, th = pair_sampler(model, planted, prop)(8)
+        assert float(y.mean()) == pytest.approx(expected, abs=0.02)
+        assert (th[y == 0] == 1).all() and (th[y > 0] <= 1).all()
+        if sampling == "uniform":  # 32,768 draws over 1,200 pairs: about 27 each, none missing
+            counts = np.bincount((u * planted.n_items + i).ravel().numpy(), minlength=1200)
+            assert counts.min() > 5 and counts.max() < 3 * counts.mean()
