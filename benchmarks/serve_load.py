@@ -6,8 +6,11 @@ The script starts the server itself (`rankloop serve --dataset D` with three pip
 MiniLM + Flat FAISS, BM25, and dense Rocchio PRF) on a free loopback port, then runs locust in
 headless mode, bounded by `--run-time`, once per scenario:
 
-- `target`: 20 users each at most 5 searches/s (`constant_throughput`), i.e. an offered load of
-  100 searches/s, per pipeline: achieved searches/s, median and p99 latency;
+- `target`: 20 users, each sending at the times of a Poisson process of 5/s, i.e. an offered
+  load of 100 searches/s with Poisson arrivals, per pipeline: achieved searches/s, median and
+  p99 latency;
+- `bursts`: the same 100/s offered by locust's `constant_throughput(5)`, whose 20 users stay in
+  phase and fire together every 200 ms (a worst case kept for comparison);
 - `saturation`: 16 users searching with no wait: the most searches/s the server gives;
 - `clicks`: 16 users each searching once, then clicking results of that impression with no
   wait: acknowledged (durable) clicks/s.
@@ -50,8 +53,22 @@ PIPELINE = os.environ.get("RL_PIPELINE", "dense")
 MODE = os.environ["RL_MODE"]
 
 
+def poisson(rate):
+    """Each user sends at the times of a Poisson process of `rate`/s (exponential gaps from
+    its own schedule, not from its last answer), so 20 users offer a Poisson 100/s. With
+    constant_throughput the users stay in phase and fire in bursts of 20 every 200 ms."""
+    import time
+
+    def wait(user):
+        now = time.monotonic()
+        user.next_send = max(getattr(user, "next_send", now), now - 1.0) + random.expovariate(rate)
+        return max(0.0, user.next_send - now)
+
+    return wait
+
+
 class Searcher(FastHttpUser):
-    wait_time = constant_throughput(5) if MODE == "target" else constant(0)
+    wait_time = {"target": poisson(5), "bursts": constant_throughput(5)}.get(MODE, constant(0))
 
     @task
     def search(self):
@@ -206,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         proc = _start(args.dataset, port, work / "clicks.db", args.backend)
         try:
             for name in PIPELINES:
-                for mode, users in (("target", 20), ("saturation", 16)):
+                for mode, users in (("target", 20), ("bursts", 20), ("saturation", 16)):
                     res = _locust(port, mode, name, users, args.seconds, queries, work)
                     results["scenarios"][f"{mode}/{name}"] = res
                     s = res.get("search", {})

@@ -16,9 +16,11 @@ writes nothing. No endpoint takes a file path.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from importlib import resources
 from typing import Annotated, Any
 
@@ -32,6 +34,8 @@ from rankloop.data.types import Corpus
 from rankloop.loop.interleave import team_draft
 from rankloop.serve.engine import Engine, query_id
 from rankloop.serve.store import ClickStore, DocNotShown, UnknownImpression
+
+_log = logging.getLogger("rankloop.serve")
 
 __all__ = ["ClickMemory", "create_app"]
 
@@ -127,6 +131,12 @@ class _JsonOnly:
         await self.app(scope, receive, send)
 
 
+def _report_failure(future: Future) -> None:
+    """Log an impression the writer could not store (its search was already answered)."""
+    if not future.cancelled() and future.exception() is not None:
+        _log.error("impression not stored: %s", future.exception())
+
+
 def _snippet(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= SNIPPET else text[:SNIPPET].rsplit(" ", 1)[0] + " …"
@@ -197,9 +207,13 @@ def create_app(engine: Engine, store: ClickStore, corpus: Corpus, *, dataset: st
             props = [0.5] * len(docs)  # each round's pick order is a fair coin
             label = " vs ".join(names)
         impression = uuid.uuid4().hex
-        await asyncio.wrap_future(store.submit_impression(
+        # Queued, not awaited: the writer commits it before any click on it (one ordered queue),
+        # so no acknowledged click can lose its impression, and a search does not wait for an
+        # fsync. A crash can lose the impressions of the last few milliseconds; a click on one
+        # of those is then refused (404), never acknowledged.
+        store.submit_impression(
             impression_id=impression, query=body.query, docs=docs, propensities=props,
-            pipeline=label, teams=teams))  # fmt: skip
+            pipeline=label, teams=teams).add_done_callback(_report_failure)  # fmt: skip
         results = []
         for pos, d in enumerate(docs, start=1):
             title, text = doc(d)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"warning: serving on {args.host}: anyone who reaches this address can search and "
               "write to the click log", file=sys.stderr)  # fmt: skip
     app, engine, store, learner, ctx = build(args)
+    # Everything built so far (model, index, corpus, a few million objects) lives as long as the
+    # server: move it out of the collector's reach, so a full collection no longer walks it and
+    # stalls every request for a tenth of a second or more.
+    gc.collect()
+    gc.freeze()
     print(
         f"rankloop serve: http://{args.host}:{args.port}/ (log: {args.log})",
         file=sys.stderr,
