@@ -236,15 +236,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"{res.get('click', {}).get('p99_ms')} ms", flush=True)  # fmt: skip
         finally:
             _stop(proc)
+        name = "serve_load" if args.backend == "torch" else f"serve_load_{args.backend}"
         if not args.kills:
-            name = "serve_load" if args.backend == "torch" else f"serve_load_{args.backend}"
             print(f"wrote {write_result(name, results)} (no kill test)")
             return 0
         results["durability"] = _durability(args.dataset, work / "kill.db", queries, args.kills, rng)
         d = results["durability"]
         print(f"kill -9 x{d['kills']}: {d['acknowledged']} clicks acknowledged, "
               f"{d['acknowledged_missing']} of them missing afterwards ({d['stored']} stored)")
-    print(f"wrote {write_result('serve_load', results)}")
+    print(f"wrote {write_result(name, results)}")
     return 0
 
 
