@@ -1,8 +1,9 @@
 """`rankloop serve`: a search (and recommend) service with a web page and a durable click log.
 
-FastAPI on uvicorn. Every result list gets an impression id and is written to the SQLite click
+FastAPI on uvicorn. Every result list gets an impression id and is queued for the SQLite click
 log (`rankloop.serve.store.ClickStore`) with its documents, positions, propensities, pipeline(s)
-and time before the response is sent; a click is acknowledged only once it is on disk. A search
+and time before the response is sent; the log's one ordered writer commits it before any click
+on it, and a click is acknowledged only once it is on disk. A search
 names one pipeline, or two to interleave (team-draft, blind to the user). An optional online
 learner (`knn_memory`: kNN feedback from each repeated query's clicked documents) re-reads the
 new clicks every `learn_every` seconds and swaps the `learned` pipeline in atomically.
