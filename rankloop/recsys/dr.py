@@ -32,7 +32,7 @@ import torch
 from rankloop.data.interactions import Interactions
 from rankloop.errors import RankloopError
 from rankloop.recsys.propensity import Propensity, check_propensity, propensity_at
-from rankloop.recsys.relmf import L2Scope, Score, TorchMF, check_clip, rows
+from rankloop.recsys.relmf import L2Scope, Score, TorchMF, check_clip
 
 
 def exposure_propensity(exposure: Interactions, eta: float = 1.0) -> np.ndarray:
@@ -117,8 +117,7 @@ class DRJL(TorchMF):
         per_item = self.theta == "exposure_log"
         base = exposure_propensity(exposure, self.eta) if per_item else None
         rng = np.random.default_rng(self.random_state)
-        size, lam = self.batch_size, float(self.regularization)
-        P, Q = self._init(*clicks.shape, stream=1)  # the imputation model
+        size = self.batch_size
 
         def draw(n: int) -> tuple[torch.Tensor, ...]:
             u = rng.integers(0, clicks.n_users, (n, size))
@@ -135,11 +134,9 @@ class DRJL(TorchMF):
 
         def step_loss(score: Score, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
             u, i, y, o, th = batch
-            pu, qi = rows(P, u), rows(Q, i)
-            imputed = torch.sigmoid((pu * qi).sum(1))
+            imputed = torch.sigmoid(score(u, i, model=1))  # the imputation model
             pred_loss, imp_loss = dr_loss(torch.sigmoid(score(u, i)), imputed, y, o, th)
-            l2 = 0.5 * lam * (pu.pow(2).sum(1) + qi.pow(2).sum(1)).mean()
-            return pred_loss + imp_loss + l2
+            return pred_loss + imp_loss
 
-        self._train(clicks, draw, step_loss, extra_params=(P, Q))
+        self._train(clicks, draw, step_loss, extra_models=1)
         return self

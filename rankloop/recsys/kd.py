@@ -90,7 +90,6 @@ class UniformKD(TorchMF):
         num_threads: int | None = 1,
     ) -> None:
         self._keep(locals())
-        self.sampling = "uniform"
 
     def fit(self, clicks: Interactions, *, uniform: Interactions) -> UniformKD:
         """Fit the teacher on `uniform` (explicit ratings on uniformly random pairs, same shape
@@ -112,7 +111,7 @@ class UniformKD(TorchMF):
         ).fit(uniform)
         self.teacher_ = teacher
         ones = np.ones(clicks.n_items, np.float32)  # θ is not used: no inverse weighting here
-        draw = pair_sampler(self, clicks, ones)
+        draw = pair_sampler(self, clicks, ones, "uniform")
         tu = torch.from_numpy(teacher.user_factors_)
         ti = torch.from_numpy(teacher.item_factors_)
 

@@ -91,7 +91,7 @@ class MFDU(TorchMF):
         check_clip(self.clip)
         check_propensity(propensity, clicks.shape)
         theta_neg = torch.from_numpy(unclicked_propensity(clicks, self.neg_eta))
-        draw = pair_sampler(self, clicks, propensity)
+        draw = pair_sampler(self, clicks, propensity, self.sampling)
 
         def step_loss(score: Score, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
             u, i, y, th = batch

@@ -12,7 +12,7 @@ where a fixed `random_state` reproduces results bit for bit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -135,7 +135,9 @@ def sample_unclicked(
     return users[:n], items[:n]
 
 
-Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# `score(u, i)`: the logits of (user, item) rows; `score(u, i, model=m)` those of the m-th
+# extra factor pair a model asked `TorchMF._train` for (e.g. DR-JL's imputation model).
+Score = Callable[..., torch.Tensor]
 # How the pointwise models draw a step's (user, item) pairs: "uniform" over all pairs, clicked or
 # not, so the batch mean is the estimator's mean over pairs (the authors' code samples the full
 # pair list); "balanced": half clicked pairs, half unclicked, which re-weights the loss towards
@@ -211,14 +213,16 @@ class TorchMF(FactorRecommender):
         clicks: Interactions,
         draw: Callable[[int], tuple[torch.Tensor, ...]],
         step_loss: Callable[[Score, tuple[torch.Tensor, ...]], torch.Tensor],
-        extra_params: Sequence[torch.nn.Parameter] = (),
+        *,
+        extra_models: int = 0,
     ) -> None:
         """Adam on `step_loss(score, batch) + L2`, `score(u, i)` the logits of (user, item) rows.
 
         `draw(n)` samples the batches of the next n steps; they are drawn in chunks (vectorised,
         bounded memory) from one seeded generator, so the sample stream does not depend on the
-        device. The biases, when on, are not regularised. `extra_params` (e.g. an imputation
-        model's factors, which `step_loss` uses and regularises itself) join the optimiser.
+        device. The biases, when on, are not regularised. `extra_models` more factor pairs (e.g.
+        an imputation model, scored with `score(u, i, model=1)`) are drawn from their own seed
+        streams, trained by the same optimiser and regularised by the same L2.
         """
         if not isinstance(self.bias, bool):
             raise RankloopError(f"bias must be True or False, got {self.bias!r}")
@@ -229,8 +233,9 @@ class TorchMF(FactorRecommender):
             raise RankloopError(f"regularization must be a finite number >= 0, got {lam!r}")
         chunk = max(1, _CHUNK_PAIRS // self.batch_size)
         with torch_threads(self.num_threads):
-            U, V = self._init(*clicks.shape)
-            params = [U, V]
+            tables = [self._init(*clicks.shape, stream=m) for m in range(1 + extra_models)]
+            U, V = tables[0]
+            params = [p for pair in tables for p in pair]
             if self.bias:
                 bu, bi, b0 = (
                     torch.nn.Parameter(torch.zeros(n, 1, device=U.device))
@@ -240,19 +245,22 @@ class TorchMF(FactorRecommender):
 
             touched: list[torch.Tensor] = []  # per-example squared norms of this step's rows
 
-            def score(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-                fu, fi = rows(U, u), rows(V, i)
+            def score(u: torch.Tensor, i: torch.Tensor, model: int = 0) -> torch.Tensor:
+                users, items = tables[model]
+                fu, fi = rows(users, u), rows(items, i)
                 if self.l2_scope == "example":
                     touched.append(fu.pow(2).sum(1) + fi.pow(2).sum(1))
                 s = (fu * fi).sum(1)
-                return s + (rows(bu, u) + rows(bi, i) + b0)[:, 0] if self.bias else s
+                if self.bias and model == 0:
+                    return s + (rows(bu, u) + rows(bi, i) + b0)[:, 0]
+                return s
 
             def penalty() -> torch.Tensor:
                 if self.l2_scope == "matrix":
-                    return 0.5 * lam * (U.pow(2).sum() + V.pow(2).sum())
+                    return 0.5 * lam * sum(t.pow(2).sum() for pair in tables for t in pair)
                 return 0.5 * lam * sum(t.mean() for t in touched)
 
-            opt = torch.optim.Adam([*params, *extra_params], lr=self.learning_rate)
+            opt = torch.optim.Adam(params, lr=self.learning_rate)
             losses = torch.empty(self.iterations, device=U.device)
             for start in range(0, self.iterations, chunk):
                 batches = draw(min(chunk, self.iterations - start))
@@ -277,14 +285,12 @@ class TorchMF(FactorRecommender):
 
 
 def pair_sampler(
-    model: TorchMF, clicks: Interactions, propensity: Propensity
+    model: TorchMF, clicks: Interactions, propensity: Propensity, sampling: Sampling
 ) -> Callable[[int], tuple[torch.Tensor, ...]]:
     """`draw(n)` for the pointwise models: n steps of (users, items, clicks, θ) batches of
-    `model.batch_size` pairs, sampled as `model.sampling` says, θ = 1 where there is no click."""
-    if model.sampling not in ("uniform", "balanced"):  # type: ignore[attr-defined]
-        raise RankloopError(
-            f"sampling must be 'uniform' or 'balanced', got {model.sampling!r}"  # type: ignore[attr-defined]
-        )
+    `model.batch_size` pairs, sampled as `sampling` says, θ = 1 where there is no click."""
+    if sampling not in ("uniform", "balanced"):
+        raise RankloopError(f"sampling must be 'uniform' or 'balanced', got {sampling!r}")
     pos_u, pos_i, _ = clicks.to_triples()
     theta = propensity_at(propensity, pos_u, pos_i, clicks.shape)
     rng = np.random.default_rng(model.random_state)
@@ -310,7 +316,7 @@ def pair_sampler(
             np.concatenate([theta[pick], np.ones((n, half), np.float32)], axis=1),
         )
 
-    sample = uniform if model.sampling == "uniform" else balanced  # type: ignore[attr-defined]
+    sample = uniform if sampling == "uniform" else balanced
     return lambda n: model._to(*sample(n))
 
 
@@ -347,7 +353,7 @@ class RelMF(TorchMF):
         self._check(clicks)
         check_clip(self.clip)
         check_propensity(propensity, clicks.shape)
-        draw = pair_sampler(self, clicks, propensity)
+        draw = pair_sampler(self, clicks, propensity, self.sampling)
 
         def step_loss(score: Score, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
             u, i, y, th = batch

@@ -271,7 +271,7 @@ def test_uniform_pair_sampler_draws_every_pair_alike(planted):
     share = planted.nnz / (planted.n_users * planted.n_items)
     for sampling, expected in (("uniform", share), ("balanced", 0.5)):
         model = RelMF(**{**SMALL, "batch_size": 4096}, sampling=sampling)
-        u, i, y, th = pair_sampler(model, planted, prop)(8)
+        u, i, y, th = pair_sampler(model, planted, prop, sampling)(8)
         assert float(y.mean()) == pytest.approx(expected, abs=0.02)
         assert (th[y == 0] == 1).all() and (th[y > 0] <= 1).all()
         if sampling == "uniform":  # 32,768 draws over 1,200 pairs: about 27 each, none missing
