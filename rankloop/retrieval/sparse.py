@@ -4,18 +4,28 @@ The index stores positions, document vectors and raw text (Anserini's
 ``-storePositions -storeDocvectors -storeRaw``), the BEIR 2CR "flat" setting, so RM3 and
 Rocchio feedback work on it. Documents are indexed as ``(title + " " + text).strip()`` with
 Lucene's default English analyzer (Porter stemming, stopwords removed).
+
+Search without feedback runs the query the way Anserini's ``SimpleSearcher.search`` does (the
+same query builder, similarity and sort, then its score-ties adjustment, replicated exactly in
+`_adjust_ties`), but without loading every hit's stored document, which is what made pyserini's
+``batch_search`` slow at k=1000: each hit comes back as its sort key (the doc id) in one JSON
+string per query. RM3 and Rocchio go through pyserini's ``batch_search``, converted in bulk.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from rankloop.data.types import Corpus, Queries, Run
@@ -33,7 +43,14 @@ from rankloop.retrieval.base import (
 )
 
 LUCENE_SUBDIR = "lucene"
-_SEARCH_BATCH_HITS = 128_000  # hits per batch_search call (queries x k)
+_SEARCH_BATCH_HITS = 128_000  # hits alive at once (queries x k): per batch_search call, and
+# in the fast path the searched-but-unconverted queries
+_CONTENTS = "contents"  # Anserini's indexed text field (IndexArgs.CONTENTS)
+_ID_HEX = re.compile(r'"\[([0-9a-f ]*)\]"')  # a hit's doc id: Lucene BytesRef.toString(), hex bytes
+_SCORE = re.compile(r'"score":([^,}]+)')  # a hit's float score (ScoreDoc.score)
+_TIE_GAP = np.float32(1e-4)  # ScoreTiesAdjusterReranker's constants, as Java floats
+_TIE_STEP = np.float32(1e-6)
+_NO_HITS: tuple[list[str], np.ndarray] = ([], np.zeros(0, np.float32))
 
 
 def bm25_index_dir(corpus: Corpus, cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -53,6 +70,198 @@ def _write_json_collection(corpus: Corpus, folder: Path) -> None:
             json.dumps({"id": i, "contents": c}, ensure_ascii=False) + "\n"
             for i, c in zip(corpus.ids, corpus.doc_texts())
         )
+
+
+def _adjust_ties(scores: np.ndarray) -> np.ndarray:
+    """Anserini's ScoreTiesAdjusterReranker on one query's float32 scores, bit for bit.
+
+    Why: SimpleSearcher rounds scores to 4 decimals and lowers each score that is within 1e-4
+    of the (already adjusted) previous one by 1e-6 x its place in the tie run, so a run ranked
+    here must carry those exact scores. Java: ``s[i] = (float) (Math.round(s[i] * 10000d) /
+    10000d)``; ``dup = i == 0 || s[i-1] - s[i] > 1e-4f ? 0 : dup + 1``; ``s[i] -= 1e-6f * dup``.
+    """
+    rounded = (np.floor(scores.astype(np.float64) * 10000.0 + 0.5) / 10000.0).astype(np.float32)
+    # Where the previous score was not lowered, the tie test reads the rounded scores; only the
+    # positions after a tie need the sequential rule (float32 arithmetic, as in Java).
+    maybe_tie = (np.flatnonzero(~((rounded[:-1] - rounded[1:]) > _TIE_GAP)) + 1).tolist()
+    if not maybe_tie:
+        return rounded
+    out = rounded.copy()
+    n, c = len(out), 0
+    while c < len(maybe_tie):
+        i, dup = maybe_tie[c], 0
+        while i < n and (dup == 0 or not (out[i - 1] - rounded[i]) > _TIE_GAP):
+            dup += 1
+            out[i] = rounded[i] - _TIE_STEP * np.float32(dup)
+            i += 1
+        while c < len(maybe_tie) and maybe_tie[c] <= i:  # i broke the run (or is past the end)
+            c += 1
+    return out
+
+
+def _parse_top_docs(js: str) -> tuple[list[str], np.ndarray] | None:
+    """(doc ids, float32 scores) from one query's TopFieldDocs as JSON; None if it does not parse.
+
+    None where a hit has no doc-id sort value (an index without `id` doc values); the caller then
+    falls back to pyserini's search for that query.
+    """
+    ids_hex, scores = _ID_HEX.findall(js), _SCORE.findall(js)
+    if not len(ids_hex) == len(scores) == js.count('"doc":'):
+        return None
+    ids = [bytes.fromhex(h).decode("utf-8") for h in ids_hex]
+    # Jackson writes each float so that it reads back to the same float32.
+    return ids, np.array(scores, dtype=np.float64).astype(np.float32)
+
+
+def _ordered_parallel(
+    work: Callable[[int], Any], n: int, threads: int, window: int
+) -> Iterator[tuple[bool, Any]]:
+    """(ok, work(i) or its exception) for i in 0..n-1, in order, computed by `threads` threads.
+
+    Why: pyjnius releases the GIL inside Java calls, so Lucene searches run in parallel while
+    this thread converts finished ones. At most `window` results exist at once, the one the
+    consumer holds included (bounded memory). Each worker detaches from the JVM when it ends
+    (pyjnius attaches a thread on its first Java call).
+    """
+    import jnius
+
+    room = threading.Semaphore(window)
+    ready = threading.Condition()
+    results: dict[int, tuple[bool, Any]] = {}
+    taken = [0]
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            while room.acquire() and not stop.is_set():
+                with ready:
+                    i = taken[0]
+                    taken[0] += 1
+                if i >= n:
+                    return
+                try:
+                    result: tuple[bool, Any] = (True, work(i))
+                except Exception as e:  # JavaException and friends: re-raised by the consumer
+                    result = (False, e)
+                with ready:
+                    results[i] = result
+                    ready.notify_all()
+        finally:
+            jnius.detach()
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(threads, n)))]
+    for t in pool:
+        t.start()
+    try:
+        for i in range(n):
+            if i:
+                room.release()  # the consumer is done with result i - 1
+            with ready:
+                while i not in results:
+                    ready.wait()
+                result = results.pop(i)
+            yield result
+    finally:
+        stop.set()
+        for _ in pool:
+            room.release()
+        for t in pool:
+            t.join()
+
+
+def _java_list(items: list[str]) -> Any:
+    """A java.util.ArrayList of the strings (what SimpleSearcher.batch_search takes)."""
+    out = _java.autoclass("java.util.ArrayList")()
+    for item in items:
+        out.add(item)
+    return out
+
+
+def _bulk_mapper() -> Any:
+    """A Jackson ObjectMapper for pyserini's hits: ASCII-only JSON, stored documents as null."""
+    jackson = "com.fasterxml.jackson"
+    mapper = _java.autoclass(f"{jackson}.databind.ObjectMapper")()
+    module = _java.autoclass(f"{jackson}.databind.module.SimpleModule")()
+    module.addSerializer(
+        _java.autoclass("java.lang.Class").forName("org.apache.lucene.document.Document"),
+        _java.autoclass(f"{jackson}.databind.ser.std.NullSerializer").instance,
+    )
+    mapper.registerModule(module)
+    # pyjnius reads Java strings as modified UTF-8; \\u escapes keep any doc id intact.
+    escape = _java.autoclass(f"{jackson}.core.JsonGenerator$Feature").ESCAPE_NON_ASCII
+    mapper.getFactory().enable(escape)
+    return mapper
+
+
+class _FastSearch:
+    """BM25 as Anserini's SimpleSearcher.search(q, k) runs it, minus the stored-document loads.
+
+    Same analyzer, query builder (BagOfWords on `contents`), BM25Similarity(k1, b) and sort
+    (score, then doc id); the doc id comes from the sort key, and `_adjust_ties` does what the
+    SimpleSearcher's reranker cascade (only the score-ties adjuster without feedback) does.
+    """
+
+    def __init__(self, reader: Any, searcher: Any, analyzer: Any, mapper: Any) -> None:
+        self._reader = reader
+        self._searcher = searcher
+        self._analyzer = analyzer
+        self._mapper = mapper
+        # One stateless instance, made here: pyjnius constructors called from worker threads
+        # failed with IncompatibleClassChangeError (its class reference is not theirs to use).
+        self._query_builder = _java.autoclass("io.anserini.search.query.BagOfWordsQueryGenerator")()
+        self._sort = _java.autoclass(
+            "io.anserini.search.SearchCollection"
+        ).BREAK_SCORE_TIES_BY_DOCID
+
+    @classmethod
+    def open(cls, lucene_dir: Path, k1: float, b: float, analyzer: Any) -> _FastSearch | None:
+        """A fast searcher on `lucene_dir`; None where SimpleSearcher would not sort by doc id, or
+        where this Anserini jar lacks a class used here (pyserini's search is used then)."""
+        try:
+            return cls._open(lucene_dir, k1, b, analyzer)
+        except Exception:  # JavaException (e.g. no Jackson in another Anserini): slower, same hits
+            return None
+
+    @classmethod
+    def _open(cls, lucene_dir: Path, k1: float, b: float, analyzer: Any) -> _FastSearch | None:
+        """`open`, raising what pyjnius raises."""
+        from jnius import cast
+
+        lucene = "org.apache.lucene"
+        jackson = "com.fasterxml.jackson.databind"
+        mapper = _java.autoclass(f"{jackson}.ObjectMapper")()
+        module = _java.autoclass(f"{jackson}.module.SimpleModule")()
+        module.addSerializer(  # a doc id as "[hex bytes]": ASCII, no offsets, no base64
+            _java.autoclass("java.lang.Class").forName(f"{lucene}.util.BytesRef"),
+            _java.autoclass(f"{jackson}.ser.std.ToStringSerializer").instance,
+        )
+        mapper.registerModule(module)
+        directory = _java.autoclass(f"{lucene}.store.FSDirectory").open(
+            _java.autoclass("java.io.File")(str(lucene_dir)).toPath()
+        )
+        reader = _java.autoclass(f"{lucene}.index.DirectoryReader").open(directory)
+        # SimpleSearcher's backwardsCompatibilityLucene8: no doc-id sort, no ties adjustment.
+        if "lucene.version=9" not in reader.toString():
+            reader.close()
+            return None
+        searcher = _java.autoclass(f"{lucene}.search.IndexSearcher")(
+            cast(f"{lucene}.index.IndexReader", reader)
+        )
+        searcher.setSimilarity(
+            _java.autoclass(f"{lucene}.search.similarities.BM25Similarity")(k1, b)
+        )
+        return cls(reader, searcher, analyzer, mapper)
+
+    def top_docs_json(self, text: str, k: int) -> str:
+        """The top-`k` hits of one query as JSON (runs in worker threads; GIL released in Java)."""
+        query = self._query_builder.buildQuery(_CONTENTS, self._analyzer, text)
+        return self._mapper.writeValueAsString(self._searcher.search(query, k, self._sort, True))
+
+    def close(self) -> None:
+        """Close the index reader and its directory."""
+        directory = self._reader.directory()
+        self._reader.close()
+        directory.close()
 
 
 class BM25Retriever:
@@ -103,6 +312,11 @@ class BM25Retriever:
                 self._searcher.set_rocchio(**self.rocchio)
         except TypeError as e:  # pyserini raises TypeError for bad kwargs or no doc vectors
             raise RankloopError(f"feedback settings rejected by pyserini: {e}") from e
+        self._fast: _FastSearch | None = None
+        if self.rm3 is None and self.rocchio is None:
+            self._fast = _FastSearch.open(
+                lucene_dir, self.k1, self.b, self._searcher.object.get_analyzer()
+            )
 
     @property
     def num_docs(self) -> int:
@@ -224,30 +438,59 @@ class BM25Retriever:
         qids = [queries.ids[i] for i in keep]
         texts = [queries.texts[i] for i in keep]
         fetch = k + 1 if remove_query_id else k
+        threads = threads or _default_threads()
         data: dict[str, dict[str, float]] = {q: {} for q in queries.ids}
-        # Batches bound the hits alive at once (Java objects and their Python proxies): long
-        # queries at k=1000 otherwise filled an 8 GB heap. Lucene's threads work within a batch.
+        # Batches bound the hits alive at once: long queries at k=1000 otherwise filled an 8 GB
+        # heap. Lucene's threads work within a batch (or a window of queries, in the fast path).
         step = max(1, _SEARCH_BATCH_HITS // fetch)
-        starts = range(0, len(qids), step)
-        bar = tqdm(total=len(qids), desc="BM25 search", unit="query", disable=len(starts) < 2)
-        for start in starts:
-            batch_ids, batch_texts = qids[start : start + step], texts[start : start + step]
-            try:
-                hits = self._searcher.batch_search(
-                    batch_texts, batch_ids, k=fetch, threads=threads or _default_threads()
-                )
-            except Exception as e:  # JavaException from Lucene
-                raise RankloopError(f"Lucene search failed: {e}") from e
-            for qid in batch_ids:
-                found = hits.get(qid, [])
-                data[qid] = ranked_to_dict(
-                    qid, [h.docid for h in found], [h.score for h in found], k, remove_query_id
-                )
-            del hits
-            bar.update(len(batch_ids))
+        bar = tqdm(total=len(qids), desc="BM25 search", unit="query", disable=len(qids) <= step)
+        if self._fast is not None and qids:
+            found = _ordered_parallel(
+                lambda i: self._fast.top_docs_json(texts[i], fetch), len(qids), threads, step
+            )
+            for qid, text, (ok, js) in zip(qids, texts, found):
+                if not ok:
+                    raise RankloopError(f"Lucene search failed: {js}") from js
+                hits = _parse_top_docs(js)
+                if hits is None:  # no doc-id sort values: pyserini reads the stored ids
+                    hits = self._batch_hits([qid], [text], fetch, 1).get(qid, _NO_HITS)
+                    scores = hits[1]
+                else:
+                    scores = _adjust_ties(hits[1])
+                data[qid] = ranked_to_dict(qid, hits[0], scores.tolist(), k, remove_query_id)
+                bar.update(1)
+        else:
+            for start in range(0, len(qids), step):
+                batch_ids = qids[start : start + step]
+                found = self._batch_hits(batch_ids, texts[start : start + step], fetch, threads)
+                for qid in batch_ids:
+                    ids, scores = found.get(qid, _NO_HITS)
+                    data[qid] = ranked_to_dict(qid, ids, scores.tolist(), k, remove_query_id)
+                del found
+                bar.update(len(batch_ids))
         bar.close()
         meta = {"k1": self.k1, "b": self.b, "k": k, "rm3": self.rm3, "rocchio": self.rocchio}
         return Run(data, self.name, meta)
+
+    def _batch_hits(
+        self, qids: list[str], texts: list[str], k: int, threads: int
+    ) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Query id -> (doc ids, float32 scores) from pyserini's Java ``batch_search``.
+
+        The hits cross into Python as one JSON string per call (Jackson, stored documents
+        written as null), not as a Java proxy and two JNI reads per hit.
+        """
+        jqueries, jqids = _java_list(texts), _java_list(qids)
+        try:
+            found = self._searcher.object.batch_search(jqueries, jqids, int(k), int(threads))
+            js = _bulk_mapper().writeValueAsString(found)
+        except Exception as e:  # JavaException from Lucene
+            raise RankloopError(f"Lucene search failed: {e}") from e
+        del found
+        return {
+            q: ([h["docid"] for h in hits], np.array([h["score"] for h in hits], np.float32))
+            for q, hits in json.loads(js).items()
+        }
 
     @property
     def name(self) -> str:
@@ -258,6 +501,9 @@ class BM25Retriever:
 
     def close(self) -> None:
         """Release the Lucene searcher (its files stay on disk)."""
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
         self._searcher.close()
 
     def __repr__(self) -> str:
