@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import sys
 import threading
@@ -418,7 +419,9 @@ def rule_backend(cpu: CpuInfo) -> tuple[str, str]:
     if "avx512_vnni" in f or "avx_vnni" in f:
         have = "avx512_vnni" if "avx512_vnni" in f else "avx_vnni"
         return "onnx-int8", f"the CPU has {have} (int8 dot products) but no bfloat16 units"
-    return "onnx", "the CPU has neither bfloat16 units nor VNNI"
+    # ONNX Runtime fp32 measured 0.88x torch on a Xeon: without reduced-precision units
+    # nothing is known to beat float32 torch until encode_speed.py measures this CPU.
+    return "torch", "the CPU has neither bfloat16 units nor VNNI"
 
 
 def choose_backend(device: str) -> tuple[str, str]:
@@ -721,6 +724,10 @@ class Encoder:
         if self._model_dir is None:  # a download is needed: do it now so a bad name fails here
             self._st = self._load()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the loaded model (Ray ships encoders to its actors, which load it)."""
+        return {**self.__dict__, "_st": None}
+
     def __repr__(self) -> str:
         backend = (
             "" if self._requested_backend == "torch" else f", backend={self._requested_backend!r}"
@@ -835,9 +842,11 @@ class Encoder:
         return int(get())
 
     @property
-    def max_length(self) -> int:
-        """Token limit per text (longer texts are truncated)."""
-        return int(self.model.max_seq_length)
+    def max_length(self) -> int | None:
+        """Token limit per text (longer texts are truncated); None for a model without one
+        (a static word-piece model)."""
+        limit = self.model.max_seq_length
+        return None if limit is None or limit == float("inf") else int(limit)
 
     def _base_fingerprint(self) -> str:
         """`model_fingerprint` of the model's files, whatever the backend."""
@@ -917,9 +926,22 @@ class Encoder:
         cached = self._read_cache(path, len(corpus))
         if cached is not None:
             return cached
-        emb = self.encode_docs(corpus.doc_texts())
-        with atomic_write(path, "wb") as fh:
-            np.save(fh, emb)
+        from rankloop import scale
+
+        if scale.ray_active():  # shards over a Ray actor pool (resumable), then one file
+            from rankloop.embed.shards import CorpusSource, encode_shards
+
+            shards = encode_shards(
+                CorpusSource(corpus), self, path.with_suffix(".shards"),
+                progress=self.show_progress,
+            )  # fmt: skip
+            with atomic_write(path, "wb") as fh:
+                np.save(fh, np.concatenate([vectors for _, vectors in shards]))
+            shutil.rmtree(shards.folder)
+        else:
+            emb = self.encode_docs(corpus.doc_texts())
+            with atomic_write(path, "wb") as fh:
+                np.save(fh, emb)
         return np.load(path, mmap_mode="r")
 
     @staticmethod

@@ -72,6 +72,12 @@ class PRFConfig(YamlConfig):
     out: str = "results/prf/scifact"
     model: str | None = None
     max_length: Count | None = None
+    # The encoder backend (see rankloop.embed.encoders): "auto" takes the fastest backend
+    # measured on this CPU within MAX_NDCG_LOSS (.005) nDCG@10 of torch float32 (its decision
+    # file), else the CPU-flag rule (bfloat16 units: torch-bf16), and "torch" on a GPU. On the
+    # 2-core Xeon here torch-bf16 encodes 2.0-2.5x faster (corpus encoding was 12 of the main
+    # job's 19 cold minutes). "torch" reproduces float32 exactly. Recorded in metrics.json.
+    backend: str = "auto"
     factory: str = "Flat"
     measures: list[str] = field(default_factory=lambda: list(MEASURES))
     baseline: str = "dense"
@@ -83,6 +89,11 @@ class PRFConfig(YamlConfig):
     pipelines: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PIPELINES))
 
     def __post_init__(self) -> None:
+        from rankloop.embed.encoders import BACKENDS
+
+        if self.backend not in (*BACKENDS, "auto"):
+            raise ConfigError(f"backend must be one of {', '.join((*BACKENDS, 'auto'))}, "
+                              f"got {self.backend!r}")  # fmt: skip
         for key in ("dataset", "split", "out", "factory", "baseline"):
             if not getattr(self, key):
                 raise ConfigError(f"{key} must be a non-empty string")
@@ -132,20 +143,41 @@ def _last(stage: Any) -> Any:
     return stage.stages[-1] if isinstance(stage, Compose) else stage
 
 
-def _at_depth(stage: Any, depth: int, ctx: Any) -> Any | None:
-    """A copy of `stage` whose last stage reads `depth` feedback documents (None: not possible)."""
+# The sweep scores nDCG@10 only, so its runs retrieve this many documents, not the config's k:
+# the top 10 are the same (every sweepable stage reads its feedback from a first pass whose depth
+# does not depend on its own k; checked on SciFact: identical top-10 documents and scores for
+# bm25_rm3, bm25_rocchio, rocchio, bm25 >> rocchio and lol), and a BM25+RM3 search at k=1000
+# cost 10x one at k=100 (300 queries: 52 s vs 4.5 s), as did keeping 45 runs of 300k hits.
+SWEEP_K = 100
+
+
+def _sweep_k(last: Any, k: int) -> int:
+    """The depth the sweep retrieves at for a stage whose last stage is `last`."""
+    if last.ALIAS == "bm25_rocchio" and last.gamma != 0 and last.bottom_fb_docs > 0:
+        return k  # negative feedback from the bottom of the first pass, whose depth may be k
+    return min(k, SWEEP_K)
+
+
+def _at_depth(stage: Any, depth: int, ctx: Any, k: int = 1000) -> Any | None:
+    """A copy of `stage` whose last stage reads `depth` feedback documents and retrieves `k`
+    (None: not possible). A trained LoL model is shared with the copy, not trained or loaded
+    again."""
     from rankloop.pipeline import parse
 
     clone = parse(str(stage), ctx)
     last = _last(clone)
+    params: dict[str, Any] = {"k": k} if "k" in last.param_names() else {}
     if last.ALIAS == "lol":
         if depth > last.fb_docs:
             return None
-        last.set_params(fb_limit=depth)
+        last.set_params(fb_limit=depth, **params)
+        trained = _last(stage)
+        if trained.model_ is not None and trained._trained_as == last._training_key():
+            last.model_, last._trained_as = trained.model_, trained._trained_as
     elif getattr(last, "fb_window", None) is not None:
-        last.set_params(fb_docs=depth, fb_window=max(last.fb_window, depth))
+        last.set_params(fb_docs=depth, fb_window=max(last.fb_window, depth), **params)
     else:
-        last.set_params(fb_docs=depth)
+        last.set_params(fb_docs=depth, **params)
     return clone
 
 
@@ -164,7 +196,7 @@ def run_prf(config: PRFConfig, *, verbose: bool = True) -> PRFResult:
     data = load(config.dataset, split=config.split)
     ctx = Context(data.corpus, dataset=config.dataset, model=config.model,
                   max_length=config.max_length, factory=config.factory,
-                  remove_query_id=remove_own, verbose=verbose)  # fmt: skip
+                  remove_query_id=remove_own, verbose=verbose, backend=config.backend)  # fmt: skip
     pipelines = build_pipelines(config, ctx)
     swept = config.sweep
     if swept is None:
@@ -174,6 +206,8 @@ def run_prf(config: PRFConfig, *, verbose: bool = True) -> PRFResult:
         raise ConfigError(f"sweep: {bad} do not end in a stage with a feedback depth "
                           f"({', '.join(_SWEEPABLE)})")  # fmt: skip
     ctx.encoder  # resolves the model now: a missing model fails before any work  # noqa: B018
+    encoder = {"backend": ctx.encoder.backend, "fingerprint": ctx.encoder.fingerprint}
+    ctx.log(f"encoder {ctx.encoder.name}, backend {encoder['backend']}")
     skipped: dict[str, str] = {}
     for name, pipe in list(pipelines.items()):
         try:
@@ -196,24 +230,31 @@ def run_prf(config: PRFConfig, *, verbose: bool = True) -> PRFResult:
         skipped[name] = f"failed: {why}"
         ctx.log(f"{name} failed: {why}")
     timing = {n: round(s, 2) for n, s in table.seconds.items()}
+    t_sweep = time.perf_counter()
     sweep: dict[str, dict[int, float]] = {}
     for name in swept:
         if name not in runs:
             continue
         sweep[name] = {}
         for d in config.depths:
-            clone = _at_depth(pipelines[name], d, ctx)
+            clone = _at_depth(pipelines[name], d, ctx, _sweep_k(_last(pipelines[name]), config.k))
             if clone is None:
                 continue
-            try:
-                run = clone(data.queries).top_k(config.k)
+            try:  # transform, not __call__: a sweep run is scored once, never memoised
+                run = clone.transform(data.queries)
             except RankloopError as e:
                 skipped[f"{name} (sweep, fb_docs={d})"] = f"failed: {e}"
                 continue
+            if any(len(docs) > config.k for docs in run.data.values()):
+                run = run.top_k(config.k)
             sweep[name][d] = evaluate(data.qrels, run, ["ndcg_cut_10"])["ndcg_cut_10"]
+        ctx.log(f"sweep {name}: {len(sweep[name])} depths")
+    if swept:
+        timing["sweep_s"] = round(time.perf_counter() - t_sweep, 1)
     timing["total_s"] = round(time.perf_counter() - t_start, 1)
     ctx.close()
-    return PRFResult(config, runs, table, sweep, timing, environment_info(), skipped, remove_own)
+    env = {**environment_info(), "encoder": encoder}
+    return PRFResult(config, runs, table, sweep, timing, env, skipped, remove_own)
 
 
 def plot_sweep(result: PRFResult, path: Path) -> None:
@@ -246,6 +287,9 @@ def write_outputs(result: PRFResult, out: str | Path) -> Path:
     table_md = result.table.to_markdown()
     if result.config.reference:
         table_md += f"\nReference (peer) rows: {', '.join(result.config.reference)}.\n"
+    if "encoder" in result.environment:
+        enc = result.environment["encoder"]
+        table_md += f"\nEncoder: {enc['fingerprint']} (backend {enc['backend']}).\n"
     if result.remove_query_id:
         table_md += "\nEach query's own id is removed from its results (the data set's convention).\n"
     if result.skipped:
@@ -261,6 +305,8 @@ def write_outputs(result: PRFResult, out: str | Path) -> Path:
         m: {str(k): v for k, v in p.items()} for m, p in result.sweep.items()
     }
     doc["timing_s"] = result.timing
+    if "encoder" in result.environment:
+        doc["encoder"] = result.environment["encoder"]
     with atomic_write(out / "metrics.json") as fh:
         json.dump(doc, fh, indent=2)
     for name, run in result.runs.items():

@@ -396,11 +396,11 @@ def _dev_ndcg(index: Any, qvecs: np.ndarray, query_ids: Sequence[str], qrels: Qr
 
 def train_lol(
     index: Any,
-    qvecs: np.ndarray,
+    qvecs: np.ndarray | Callable[[], np.ndarray],
     queries: Queries,
     qrels: Qrels,
     *,
-    dev: tuple[np.ndarray, Queries, Qrels] | None = None,
+    dev: tuple[np.ndarray | Callable[[], np.ndarray], Queries, Qrels] | None = None,
     config: LoLConfig | None = None,
     max_train_queries: int | None = None,
     cache: str | os.PathLike[str] | None = None,
@@ -416,6 +416,8 @@ def train_lol(
     `max_train_queries` caps the training queries by a seeded sample (bounded CPU time). With
     `cache` (a directory), the model is saved there under a hash of the configuration, the
     query ids and `cache_key` (e.g. the data set and encoder), and loaded when present.
+    `qvecs` (and the vectors of `dev`) may be functions that return the vectors: they are then
+    called only when the model is not in `cache` (a cached model needs no query encoded).
     """
     import hashlib
 
@@ -425,22 +427,31 @@ def train_lol(
     cfg = config if config is not None else LoLConfig(dim=index.dim)
     if cfg.dim != index.dim:
         raise ConfigError(f"LoL dim {cfg.dim} differs from the index's {index.dim}")
-    qvecs = np.asarray(qvecs, np.float32)
-    if len(qvecs) != len(queries):
-        raise RankloopError(f"{len(queries)} queries but {len(qvecs)} query vectors")
+
+    def vectors(source: np.ndarray | Callable[[], np.ndarray], n: int) -> np.ndarray:
+        out = np.asarray(source() if callable(source) else source, np.float32)
+        if len(out) != n:
+            raise RankloopError(f"{n} queries but {len(out)} query vectors")
+        return out
+
+    n_all = len(queries)
+    if not callable(qvecs):
+        qvecs = vectors(qvecs, n_all)
     ids = list(queries.ids)
+    rows = np.arange(n_all)  # the training queries' rows in `qvecs`
+    held = None  # the held-out dev queries' rows in `qvecs` (no dev set given)
     if dev is None:
         order = check_random_state(cfg.random_state).permutation(len(ids))
         n_dev = max(1, round(DEV_FRACTION * len(order)))
-        held, kept = np.sort(order[:n_dev]), np.sort(order[n_dev:])
-        dev = (qvecs[held], queries.subset([ids[i] for i in held]), qrels)
-        qvecs, queries = qvecs[kept], queries.subset([ids[i] for i in kept])
+        held, rows = np.sort(order[:n_dev]), np.sort(order[n_dev:])
+        dev = (None, queries.subset([ids[i] for i in held]), qrels)  # type: ignore[assignment]
+        queries = queries.subset([ids[i] for i in rows])
         ids = list(queries.ids)
     if max_train_queries is not None and len(ids) > max_train_queries:
         keep = np.sort(
             check_random_state(cfg.random_state).choice(len(ids), max_train_queries, replace=False)
         )
-        qvecs, queries = qvecs[keep], queries.subset([ids[i] for i in keep])
+        rows, queries = rows[keep], queries.subset([ids[i] for i in keep])
         ids = list(queries.ids)
     dev_vecs, dev_queries, dev_qrels = dev
     path = None
@@ -456,6 +467,12 @@ def train_lol(
             if verbose:
                 print(f"[lol] cached model {path}", file=sys.stderr, flush=True)
             return LoL.load(path)
+    all_vecs = vectors(qvecs, n_all)
+    qvecs = all_vecs[rows]
+    if held is not None:
+        dev_vecs = all_vecs[held]
+    else:
+        dev_vecs = vectors(dev_vecs, len(dev_queries))
     _, rows = index.search_rows(qvecs, max(100, cfg.n_negatives + cfg.fb_docs))
     fb, mask = gather_feedback(index, rows[:, : cfg.fb_docs])
     row_of = dict(zip(index.ids, range(index.ntotal)))

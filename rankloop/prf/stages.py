@@ -194,11 +194,11 @@ class LoLStage(_VectorFeedback):
         if self.train_split != "dev" and "dev" in beir_splits(beir_folder(name)):
             d = load(name, split="dev")
             dq = d.queries.subset([q for q in d.queries.ids if q in d.qrels])
-            dev = (ctx.query_vectors(dq), dq, d.qrels)
+            dev = (lambda: ctx.query_vectors(dq), dq, d.qrels)
         key = {"data": name, "split": self.train_split, "fb": "dense",
                "enc": ctx.encoder.fingerprint, "dev": "dev" if dev is not None else "held-out"}  # fmt: skip
-        return train_lol(
-            ctx.index, ctx.query_vectors(tq), tq, train.qrels, dev=dev,
+        return train_lol(  # query vectors are encoded only when the model is not cached
+            ctx.index, lambda: ctx.query_vectors(tq), tq, train.qrels, dev=dev,
             config=self.config(ctx.index.dim), max_train_queries=self.max_train_queries,
             cache=cache_dir("models"), cache_key=key, verbose=self.ctx.verbose,
         )  # fmt: skip

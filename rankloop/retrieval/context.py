@@ -36,6 +36,8 @@ class Context:
     collections whose queries are corpus documents; `from_dataset` takes it from the registry);
     `cache_runs=False` keeps no memoised runs and only the latest few query sets' vectors (a
     service sees endless query sets; the stages of one batch still share its vectors).
+    `backend` is the encoder backend (`Encoder(backend=...)`: "torch", "torch-bf16", "onnx",
+    "onnx-int8", "openvino" or "auto") when `encoder` is not given.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class Context:
         remove_query_id: bool = False,
         verbose: bool = True,
         cache_runs: bool = True,
+        backend: str = "torch",
     ) -> None:
         if len(corpus) == 0:
             raise RankloopError(f"corpus {corpus.name!r} is empty")
@@ -60,7 +63,7 @@ class Context:
         self.verbose = verbose
         self.cache_runs = cache_runs
         self._encoder = encoder
-        self._model, self._max_length = model, max_length
+        self._model, self._max_length, self._backend = model, max_length, backend
         self._dense: Any = None
         self._bm25: dict[tuple, Any] = {}
         self._tokens: dict[str, Any] = {}
@@ -87,7 +90,8 @@ class Context:
         """The encoder for documents and queries (made on first use)."""
         if self._encoder is None:
             self._encoder = Encoder(
-                self._model, max_length=self._max_length, show_progress=self.verbose
+                self._model, max_length=self._max_length, show_progress=self.verbose,
+                backend=self._backend,
             )
         return self._encoder
 
@@ -98,6 +102,7 @@ class Context:
         if self._dense is None:
             t0 = time.perf_counter()
             self._dense = DenseRetriever.build(self.corpus, self.encoder, factory=self.factory)
+            release_freed_memory()  # encoding the corpus left freed activations in the heap
             self.log(f"dense index ({self.factory}, {len(self.corpus):,} docs) in "
                      f"{time.perf_counter() - t0:.1f}s")  # fmt: skip
         return self._dense
@@ -193,6 +198,20 @@ class Context:
 
     def __repr__(self) -> str:
         return f"Context({self.dataset or self.corpus.name!r}, docs={len(self.corpus)})"
+
+
+def release_freed_memory() -> None:
+    """Hand memory that is free but still held by glibc's heap back to the system
+    (`malloc_trim`): encoding a corpus frees hundreds of MB of activations (640 SciFact
+    documents: 230 MB) that would otherwise stay in the RSS under the JVM started after it.
+    A no-op where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _freeze(d: dict | None) -> tuple | None:

@@ -118,7 +118,7 @@ def test_read_cpu_info_takes_the_first_processor(tmp_path):
         (("avx2", "avx512f", "avx512_bf16", "avx512_vnni"), "torch-bf16"),
         (("avx2", "avx512f", "avx512_vnni"), "onnx-int8"),
         (("avx2", "avx_vnni"), "onnx-int8"),
-        (("avx2",), "onnx"),
+        (("avx2",), "torch"),
     ],
 )
 def test_auto_rule_from_cpu_flags(flags, expected, fake_cpu, monkeypatch, capsys):
@@ -213,3 +213,4 @@ def test_encoder_export_failure_is_named_and_clean(cache_root, monkeypatch):
         enc.encode_docs(TEXTS[:1])
     folder = export_dir(enc._base_fingerprint(), "onnx")
     assert not folder.exists() and list(folder.parent.iterdir()) == []
+

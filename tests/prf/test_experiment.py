@@ -63,6 +63,7 @@ def test_end_to_end_scifact(tmp_path: Path) -> None:
     from rankloop.experiments.prf import run_prf, write_outputs
 
     cfg = PRFConfig(
+        backend="torch",  # float32: the figures below (the default "auto" may take bf16)
         depths=[1, 3],
         reference=[],
         pipelines={
