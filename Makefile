@@ -41,7 +41,7 @@ browser:
 		|| echo "chromium is not installed: the browser test will skip"
 
 test: lint browser
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 clean:
 	rm -rf $(VENV)

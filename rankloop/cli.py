@@ -65,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
-        return int(args.func(args) or 0)
+        if getattr(args, "ray", None) is None:
+            return int(args.func(args) or 0)
+        from rankloop.scale import using_ray
+
+        with using_ray(args.ray):
+            return int(args.func(args) or 0)
     except RankloopError as e:
         print(f"rankloop: error: {e}", file=sys.stderr)
         return 2

@@ -26,6 +26,16 @@ def _scifact_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def coat_dir() -> Path:
+    """The Coat folder of the data mirror (RANKLOOP_DATA, default ../shared/data); skip when absent."""
+    value = os.environ.get("RANKLOOP_DATA", "").strip()
+    root = Path(value) if value else _REPO.parent / "shared" / "data"
+    if not (root / "recsys" / "coat" / "train.ascii").is_file():
+        pytest.skip(f"Coat not found under {root} (set RANKLOOP_DATA)")
+    return root / "recsys" / "coat"
+
+
+@pytest.fixture(scope="session")
 def tiny_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """25 train and 12 test SciFact queries over 150 documents (every judged one, then filler),
     written as a BEIR folder with qrels/train.tsv and qrels/test.tsv."""

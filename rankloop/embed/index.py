@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+from tqdm.auto import tqdm
 
 from rankloop.embed.gpu import gpu_available, num_gpus
 from rankloop.errors import ConfigError, IndexCorruptError, RankloopError
@@ -235,14 +236,19 @@ class VectorIndex:
         return self._stored
 
     # -- building ----------------------------------------------------------------------------
+    def default_train_size(self) -> int:
+        """Training points `train` keeps by default: 256 per coarse centroid (at least 65,536),
+        FAISS's own k-means cap."""
+        ivf = faiss.try_extract_index_ivf(self._index)
+        return 256 * max(ivf.nlist if ivf else 0, 256)
+
     def train(self, vectors: np.ndarray, *, max_points: int | None = None, seed: int = 0) -> None:
         """Train IVF/PQ/OPQ parts on (a seeded sample of at most `max_points` of) `vectors`.
 
-        `add` calls this on its own vectors when the index is untrained. The default sample
-        is 256 points per coarse centroid (at least 65,536), FAISS's own k-means cap.
+        `add` calls this on its own vectors when the index is untrained; the default sample
+        size is `default_train_size`.
         """
-        ivf = faiss.try_extract_index_ivf(self._index)
-        cap = max_points if max_points is not None else 256 * max(ivf.nlist if ivf else 0, 256)
+        cap = max_points if max_points is not None else self.default_train_size()
         arr = np.asarray(vectors)
         if arr.ndim == 2 and arr.shape[0] > cap:  # sample before copying: inputs may be huge
             arr = arr[np.sort(np.random.default_rng(seed).choice(arr.shape[0], cap, replace=False))]
@@ -488,11 +494,15 @@ class VectorIndex:
 
     def write_into(self, directory: Path) -> None:
         """Write the index files into an existing (temporary) directory; meta.json goes last."""
-        faiss.write_index(self._cpu_index(), str(directory / _INDEX_FILE))
         np.save(directory / _VECTORS_FILE, self._store())
+        self._write_rest(directory, None if self._anonymous else self._ids)
+
+    def _write_rest(self, directory: Path, ids: list[str] | None) -> None:
+        """Everything but vectors.npy (already written): the FAISS index, ids, meta.json."""
+        faiss.write_index(self._cpu_index(), str(directory / _INDEX_FILE))
         names = [_INDEX_FILE, _VECTORS_FILE]
-        if not self._anonymous:
-            (directory / _IDS_FILE).write_text(json.dumps(self._ids), encoding="utf-8")
+        if ids is not None:
+            (directory / _IDS_FILE).write_text(json.dumps(ids), encoding="utf-8")
             names.append(_IDS_FILE)
         write_meta(
             directory,
@@ -502,11 +512,67 @@ class VectorIndex:
                 "dim": self._dim,
                 "metric": self._metric,
                 "count": self.ntotal,
-                "has_ids": not self._anonymous,
+                "has_ids": ids is not None,
                 "faiss_version": faiss.__version__,
                 "files": file_records(directory, names),
             },
         )
+
+    @classmethod
+    def write_streamed(
+        cls,
+        directory: Path,
+        batches: Iterable[tuple[Sequence[str], np.ndarray]],
+        *,
+        total: int,
+        dim: int,
+        factory: str = "Flat",
+        metric: str = "ip",
+        sample: Callable[[int], np.ndarray] | None = None,
+        train_size: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        """Write a saved index into the (temporary) `directory` from (ids, vectors) batches
+        without holding the vectors in memory: each batch is added to FAISS and appended to
+        vectors.npy. An index that needs training is first trained on
+        `sample(n)`, n = `train_size` or `train`'s default. Memory: the FAISS index, one batch,
+        the training sample and the ids."""
+        index = cls(dim, factory=factory, metric=metric)
+        if not index.is_trained:
+            if sample is None:
+                raise RankloopError(f"{factory!r} needs training: pass sample")
+            index.train(sample(train_size or index.default_train_size()))
+        ids: list[str] = []
+        seen: set[str] = set()
+        # Plain appends after the .npy header, not a memory map: written pages of a map count
+        # in the process's RSS until the kernel writes them back; the page cache does not.
+        with (
+            open(directory / _VECTORS_FILE, "wb") as store,
+            tqdm(total=total, unit="vec", desc="index", disable=not progress) as bar,
+        ):
+            header = {"descr": "<f4", "fortran_order": False, "shape": (total, dim)}
+            np.lib.format.write_array_header_1_0(store, header)
+            for batch_ids, vectors in batches:
+                x = as_matrix(vectors, dim, "vectors")
+                at = len(ids)
+                if len(batch_ids) != x.shape[0] or at + x.shape[0] > total:
+                    raise RankloopError(
+                        f"{len(batch_ids)} ids for {x.shape[0]} vectors at row {at} of {total}"
+                    )
+                for row, i in enumerate(batch_ids, start=at):
+                    if i in seen:
+                        raise RankloopError(f"duplicate id {i!r} (row {row})")
+                    seen.add(i)
+                if metric == "cosine":
+                    _normalize(x)
+                index._index.add(x)
+                store.write(np.ascontiguousarray(x, dtype="<f4").tobytes())
+                ids.extend(batch_ids)
+                bar.update(x.shape[0])
+        if len(ids) != total:
+            raise RankloopError(f"{len(ids)} vectors written, {total} expected")
+        del seen
+        index._write_rest(directory, ids)
 
     @classmethod
     def load(

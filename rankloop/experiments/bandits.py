@@ -35,6 +35,7 @@ from rankloop.bandits.policies import POLICIES
 from rankloop.bandits.simulate import POLICY_RESERVED, build_policy, run_policy
 from rankloop.errors import ConfigError, RankloopError
 from rankloop.io import atomic_write
+from rankloop.scale import map_tasks, ray_active
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -258,9 +259,11 @@ def run_bandits(
         threadpool_limits(config.threads),
         tqdm(total=total, unit="round", disable=not verbose, desc=config.name) as bar,
     ):
-        for seed in config.seeds:
-            for spec in config.policies:
-                bar.set_postfix_str(f"{spec.name} seed {seed}")
+
+        def play(task: tuple[int, PolicySpec]) -> dict[str, Any]:
+            """One policy on one seed (a Ray task under --ray, reported when it ends)."""
+            seed, spec = task
+            with threadpool_limits(config.threads):
                 policy = build_policy(
                     spec.type,
                     world,
@@ -280,9 +283,16 @@ def run_bandits(
                     checkpoints=config.checkpoints,
                     n_buckets=config.popularity_buckets,
                     n_windows=config.exposure_windows,
-                    progress=bar,
+                    progress=None if ray_active() else bar,
                 )
-                runs.append({"policy": spec.name, "seed": seed, **stats})
+            return {"policy": spec.name, "seed": seed, **stats}
+
+        tasks = [(seed, spec) for seed in config.seeds for spec in config.policies]
+        for (seed, spec), run in zip(tasks, map_tasks(play, tasks)):
+            runs.append(run)
+            bar.set_postfix_str(f"{spec.name} seed {seed}")
+            if ray_active():
+                bar.update(config.rounds)
     info = {
         **world.info,
         "name": world.name,

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from rankloop._runtime import check_output_dir
+from rankloop.scale import add_ray_argument
 
 
 # ---- handlers ------------------------------------------------------------------------------
@@ -106,6 +107,7 @@ def _add_recsys(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: the config's `out`)")
     p.add_argument("--seeds", type=int, help="override the number of seeds (0..N-1)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_ray_argument(p)
     p.set_defaults(func=_recsys)
 
 
@@ -127,6 +129,7 @@ def _add_ultr(kinds: argparse._SubParsersAction) -> None:
         help="smoke run: first click model, 2 seeds, 10^3 and 10^4 sessions, 10 epochs",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_ray_argument(p)
     p.set_defaults(func=_ultr)
 
 
@@ -150,6 +153,7 @@ def _add_prf(kinds: argparse._SubParsersAction) -> None:
         "then cached)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_ray_argument(p)
     p.set_defaults(func=_prf)
 
 
@@ -166,6 +170,7 @@ def _add_bandits(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, help="override the seeds with 0..N-1")
     p.add_argument("--rounds", type=int, help="override the number of rounds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_ray_argument(p)
     p.set_defaults(func=_bandits)
 
 

@@ -49,6 +49,7 @@ from rankloop.errors import ConfigError, RankloopError
 from rankloop.experiments import write_seeded_results
 from rankloop.io import atomic_write
 from rankloop.recsys.propensity import PROPENSITY_ESTIMATORS
+from rankloop.scale import map_tasks, ray_active
 
 _MAX_GRID_POINTS = 100_000  # a grid larger than this is a typo, not an experiment
 
@@ -374,8 +375,10 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
         repeats=config.val_repeats,
         random_state=config.tune_random_state,
     )
-    for spec in config.models:
-        tuned = tune_recommender(
+
+    def tune(spec: ModelSpec) -> Any:
+        """One model's grid search (a Ray task under --ray)."""
+        return tune_recommender(
             spec.type,
             spec.grid_points(),
             splits,
@@ -383,9 +386,11 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
             n_negatives=config.val_negatives,
             random_state=config.tune_random_state,
             where=f"model {spec.name!r}",
-            progress=verbose,
+            progress=verbose and not ray_active(),
             **context,
         )
+
+    for spec, tuned in zip(config.models, map_tasks(tune, config.models, desc="tuning")):
         tuning[spec.name] = asdict(tuned)
         _log(
             f"tuned {spec.name}: {tuned.best_params} "
@@ -398,7 +403,10 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
     bucket_of, bucket_labels = popularity_buckets(counts, config.popularity_buckets)
     per_seed: dict[str, dict[str, dict[str, Any]]] = {}
     protocol: dict[str, Any] = {}
-    for seed in config.seeds:
+
+    def fit_seed(seed: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """Fit and evaluate every tuned model on one seed's clicks (a Ray task under --ray)."""
+        protocol: dict[str, Any] = {}
         clicks = _clicks(config, data.train, seed)
         prop = propensity(clicks)
         row: dict[str, dict[str, Any]] = {}
@@ -478,7 +486,10 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
                 f"rating count (0 = rarest): {bucket_labels}; per bucket, {config.bucket_metric} of the full "
                 "per-user ranking with gains only from that bucket's items, over users with a relevant item there",
             }
-        per_seed[str(seed)] = row
+        return row, protocol
+
+    for seed, (row, seed_protocol) in zip(config.seeds, map_tasks(fit_seed, config.seeds)):
+        per_seed[str(seed)], protocol = row, seed_protocol
         _log(
             f"seed {seed}: " + ", ".join(f"{n} {v[f'DCG@{max(ks)}']:.4f}" for n, v in row.items()),
             verbose,

@@ -52,6 +52,7 @@ from rankloop.errors import ConfigError, RankloopError
 from rankloop.experiments import write_seeded_results
 from rankloop.io import atomic_write
 from rankloop.rerank.ltr.features import LtrData, build_features, concat_ltr
+from rankloop.scale import map_tasks
 
 SIGNALS = ("dense", "rm3")
 LOGGING_RANKERS = ("bm25", "dense")
@@ -666,67 +667,77 @@ def run_ultr(config: UltrConfig, *, verbose: bool = True) -> UltrResult:
         full_scores.append(m)
         full_by.append(by)
     log(f"logging ranker {logging_mean:.4f}; full information {np.mean(full_scores):.4f}")
-    records: list[dict[str, Any]] = []
     need_pairs = any(
         e.type == "pairdebias" or e.params.get("loss") == "ranknet" for e in config.estimators
     )
-    for ci, spec in enumerate(config.click_models):
+
+    def play(task: tuple[int, int]) -> list[dict[str, Any]]:
+        """Every estimator and log size of one (click model, seed) (a Ray task under --ray)."""
+        ci, seed = task
+        spec = config.click_models[ci]
         model = make_model(spec.model, eps=config.eps, max_grade=config.max_grade, **spec.params)
         true_theta = _propensity_true(spec, config.k)
-        for seed in config.seeds:
-            rng = np.random.default_rng([seed, ci])
-            t0 = time.perf_counter()
-            sessions, rel = sessions_from_lists(lists, max(config.sessions), rng, grades=grades)
-            full_log = sessions.with_clicks(model.simulate(sessions, rel, rng))
-            sim_s = time.perf_counter() - t0
-            for n in sorted(config.sessions):
-                data = aggregate_clicks(full_log.subset(slice(0, n)), train, pairs=need_pairs)
-                swap = None
-                for est in config.estimators:
-                    params = {**_train_params(config, seed), **est.params}
-                    extra: dict[str, Any] = {}
-                    if est.type == "ips":
-                        if est.propensity == "true":
-                            if true_theta is None:
-                                continue
-                            params["propensities"] = true_theta
-                        else:
-                            if swap is None:
-                                swap = _swap_propensities(config, spec, lists, grades, n, seed)
-                            params["propensities"] = swap[0]
-                            extra["swap_nan_filled"] = swap[1]
-                        extra["propensities"] = np.round(params["propensities"], 4).tolist()
-                    t1 = time.perf_counter()
-                    fitted = make_estimator(est.type, **params).fit(data)
-                    fit_s = time.perf_counter() - t1
-                    score, by = _score(fitted.rerank(test, est.name), qrels)
-                    for attr in ("propensities_", "position_logits_"):
-                        if hasattr(fitted, attr):
-                            extra[attr.rstrip("_")] = np.round(getattr(fitted, attr), 4).tolist()
-                    records.append(
-                        {
-                            "click_model": spec.name,
-                            "sessions": n,
-                            "seed": seed,
-                            "estimator": est.name,
-                            MEASURE: score,
-                            "by_dataset": by,
-                            "fit_s": round(fit_s, 3),
-                            "clicks": int(data.clicks.sum()),
-                            **extra,
-                        }
-                    )
-                log(
-                    f"{spec.name} seed {seed} n={n:,}: "
-                    + ", ".join(
-                        f"{r['estimator']} {r[MEASURE]:.4f}"
-                        for r in records
-                        if r["click_model"] == spec.name
-                        and r["seed"] == seed
-                        and r["sessions"] == n
-                    )
-                    + f" (simulated in {sim_s:.1f}s)"
+        torch.set_num_threads(config.threads)
+        records: list[dict[str, Any]] = []
+        rng = np.random.default_rng([seed, ci])
+        t0 = time.perf_counter()
+        sessions, rel = sessions_from_lists(lists, max(config.sessions), rng, grades=grades)
+        full_log = sessions.with_clicks(model.simulate(sessions, rel, rng))
+        sim_s = time.perf_counter() - t0
+        for n in sorted(config.sessions):
+            data = aggregate_clicks(full_log.subset(slice(0, n)), train, pairs=need_pairs)
+            swap = None
+            for est in config.estimators:
+                params = {**_train_params(config, seed), **est.params}
+                extra: dict[str, Any] = {}
+                if est.type == "ips":
+                    if est.propensity == "true":
+                        if true_theta is None:
+                            continue
+                        params["propensities"] = true_theta
+                    else:
+                        if swap is None:
+                            swap = _swap_propensities(config, spec, lists, grades, n, seed)
+                        params["propensities"] = swap[0]
+                        extra["swap_nan_filled"] = swap[1]
+                    extra["propensities"] = np.round(params["propensities"], 4).tolist()
+                t1 = time.perf_counter()
+                fitted = make_estimator(est.type, **params).fit(data)
+                fit_s = time.perf_counter() - t1
+                score, by = _score(fitted.rerank(test, est.name), qrels)
+                for attr in ("propensities_", "position_logits_"):
+                    if hasattr(fitted, attr):
+                        extra[attr.rstrip("_")] = np.round(getattr(fitted, attr), 4).tolist()
+                records.append(
+                    {
+                        "click_model": spec.name,
+                        "sessions": n,
+                        "seed": seed,
+                        "estimator": est.name,
+                        MEASURE: score,
+                        "by_dataset": by,
+                        "fit_s": round(fit_s, 3),
+                        "clicks": int(data.clicks.sum()),
+                        **extra,
+                    }
                 )
+            log(
+                f"{spec.name} seed {seed} n={n:,}: "
+                + ", ".join(
+                    f"{r['estimator']} {r[MEASURE]:.4f}"
+                    for r in records
+                    if r["click_model"] == spec.name
+                    and r["seed"] == seed
+                    and r["sessions"] == n
+                )
+                + f" (simulated in {sim_s:.1f}s)"
+            )
+        return records
+
+    records: list[dict[str, Any]] = []
+    tasks = [(ci, seed) for ci in range(len(config.click_models)) for seed in config.seeds]
+    for found in map_tasks(play, tasks):
+        records.extend(found)
     references = {
         "logging_ranker": {"mean": logging_mean, "by_dataset": logging_by},
         "full_information": {

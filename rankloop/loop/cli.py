@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rankloop.scale import add_ray_argument
+
 
 def _loop(args: argparse.Namespace) -> int:
     from rankloop._runtime import check_output_dir
@@ -44,4 +46,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the runs in --out from their last checkpoints")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_ray_argument(p)
     p.set_defaults(func=_loop)

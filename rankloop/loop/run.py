@@ -15,6 +15,7 @@ import json
 import pickle
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,6 +55,7 @@ from rankloop.loop.measures import (
     popularity_lift,
     top_items,
 )
+from rankloop.scale import map_tasks, ray_active
 
 __all__ = ["LearnerSpec", "LoopConfig", "LoopResult", "run_loop"]
 
@@ -362,6 +364,24 @@ def _play(config: LoopConfig, world: LoopWorld, spec: LearnerSpec, seed: int, ou
     return {"learner": spec.name, "seed": seed, "rows": rows, "final": final, "log": log}
 
 
+def _play_task(config: LoopConfig, out: Path, resume: bool, warm: LoopLog | None,
+               world: LoopWorld | None, bar: Any, task: tuple[int, LearnerSpec]) -> dict[str, Any]:  # fmt: skip
+    """One (seed, learner) with its click log written; `world` None: a Ray task, which builds
+    its own world and reports no per-round progress."""
+    from tqdm.auto import tqdm
+
+    seed, spec = task
+    own = world is None
+    w = config.build_world() if own else world
+    try:
+        run = _play(config, w, spec, seed, out, resume, warm, tqdm(disable=True) if own else bar)
+        run.pop("log").write_jsonl(w, out / "clicks" / f"{spec.name}__seed{seed}.jsonl")
+    finally:
+        if own and hasattr(w, "close"):
+            w.close()
+    return run
+
+
 def run_loop(config: LoopConfig, out: str | Path | None = None, *, resume: bool = False,
              verbose: bool = True) -> LoopResult:  # fmt: skip
     """Every learner of `config` on every seed; checkpoints and click logs under `out`."""
@@ -376,11 +396,15 @@ def run_loop(config: LoopConfig, out: str | Path | None = None, *, resume: bool 
     runs = []
     total = len(config.seeds) * len(config.learners) * config.rounds
     with tqdm(total=total, desc=f"loop {config.name}", unit="round", disable=not verbose) as bar:
-        for seed in config.seeds:
-            for spec in config.learners:
-                run = _play(config, world, spec, seed, out, resume, warm, bar)
-                run.pop("log").write_jsonl(world, out / "clicks" / f"{spec.name}__seed{seed}.jsonl")
-                runs.append(run)
+        tasks = [(seed, spec) for seed in config.seeds for spec in config.learners]
+        # Under --ray each task builds its own world (a world may hold a JVM or a database)
+        local = not ray_active()
+        play = partial(_play_task, config, out, resume, warm, world if local else None,
+                       bar if local else None)  # fmt: skip
+        for run in map_tasks(play, tasks):
+            runs.append(run)
+            if not local:
+                bar.update(config.rounds)
     info = dict(world.info)
     if hasattr(world, "close"):
         world.close()

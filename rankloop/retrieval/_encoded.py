@@ -64,6 +64,7 @@ class EncodedIndexRetriever:
                 self.KIND,
                 model=self.encoder.name,
                 model_fingerprint=self.encoder.fingerprint,
+                backend=self.encoder.backend,
                 max_length=self.encoder.max_length,
                 dim=self.index.dim,
                 **extra_meta,
@@ -87,7 +88,8 @@ class EncodedIndexRetriever:
         meta = read_meta(path)
         if meta["kind"] != cls.KIND:
             raise RankloopError(f"{path} holds a {meta['kind']} index, not {cls.KIND}")
-        if encoder is None:
+        if encoder is None:  # the backend that built the index, unless another is asked for
+            encoder_kwargs.setdefault("backend", meta.get("backend", "torch"))
             encoder = Encoder(meta["model"], max_length=meta.get("max_length"), **encoder_kwargs)
             if encoder.fingerprint != meta.get("model_fingerprint"):
                 warnings.warn(

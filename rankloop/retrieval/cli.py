@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from rankloop.data import registry
+from rankloop.embed.encoders import BACKENDS
+from rankloop.embed.shards import DEFAULT_SHARD_SIZE
 from rankloop.errors import ConfigError
 from rankloop.retrieval.base import KINDS
+from rankloop.scale import add_ray_argument
 
 RETRIEVERS = ("dense", "bm25", "hybrid")
 FUSION_METHODS = ("rrf", "combsum", "combmnz")
@@ -28,11 +31,13 @@ def register(sub: Any) -> None:
     index = sub.add_parser("index", help="build retrieval indexes")
     actions = index.add_subparsers(dest="index_command", required=True)
     p = actions.add_parser("build", help="index a dataset's corpus (dense, bm25 or multivector)")
-    _dataset_args(p, split=False)
+    _dataset_args(p, split=False, required=False)
     p.add_argument("--kind", choices=KINDS, required=True, help="index type")
     p.add_argument("--out", required=True, type=Path, help="index directory (replaced atomically)")
     _dense_args(p)
     _bm25_args(p)
+    _shard_args(p)
+    add_ray_argument(p)
     p.set_defaults(func=_index_build)
 
     p = sub.add_parser("search", help="search a built index with a dataset's queries")
@@ -70,10 +75,11 @@ def register(sub: Any) -> None:
 
 
 # -- argument groups -----------------------------------------------------------------------------
-def _dataset_args(p: argparse.ArgumentParser, split: bool = True) -> None:
+def _dataset_args(p: argparse.ArgumentParser, split: bool = True, required: bool = True) -> None:
     p.add_argument(
-        "--dataset", required=True, help="registry name (scifact, nfcorpus, ...) or a BEIR folder"
-    )
+        "--dataset", required=required,
+        help="registry name (scifact, nfcorpus, msmarco-passage, ...) or a BEIR folder",
+    )  # fmt: skip
     if split:
         p.add_argument("--split", default="test", help="qrels split whose queries to use")
 
@@ -84,8 +90,25 @@ def _dense_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-length", type=int, help="token limit per text (default: the model's)")
     g.add_argument("--batch-size", type=int, default=64, help="encoding batch size")
     g.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    g.add_argument("--backend", choices=(*BACKENDS, "auto"), default="torch",
+                   help="encoder backend (default torch; auto: the fastest within 0.005 nDCG@10 "
+                   "on this CPU)")  # fmt: skip
     g.add_argument("--factory", default="Flat", help="FAISS index factory string (default Flat)")
     g.add_argument("--metric", choices=("ip", "cosine", "l2"), default="ip")
+
+
+def _shard_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sharded dense build (collections that do not fit in memory)")
+    g.add_argument("--collection", type=Path,
+                   help="an id<TAB>text file (MS MARCO collection.tsv) to index instead of --dataset")
+    g.add_argument("--shards", type=Path,
+                   help="encode into resumable shards here (default with --collection: OUT.shards) "
+                   "and build the index from them in bounded memory")
+    g.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
+                   help=f"documents per shard (default {DEFAULT_SHARD_SIZE:,})")
+    g.add_argument("--train-size", type=int,
+                   help="IVF/PQ training sample (default: 256 per centroid, at least 65,536)")
+    g.add_argument("--random-state", type=int, default=0, help="seed of the training sample")  # fmt: skip
 
 
 def _bm25_args(p: argparse.ArgumentParser, stored_defaults: bool = False) -> None:
@@ -148,7 +171,11 @@ def _encoder(args: argparse.Namespace):  # -> Encoder
     from rankloop.embed.encoders import Encoder
 
     return Encoder(
-        args.model, device=args.device, max_length=args.max_length, batch_size=args.batch_size
+        args.model,
+        device=args.device,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        backend=args.backend,
     )
 
 
@@ -183,7 +210,45 @@ def _search_kwargs(args: argparse.Namespace, kind: str, strict: bool = True) -> 
 
 
 # -- handlers ------------------------------------------------------------------------------------
+def _build_sharded(args: argparse.Namespace) -> int:
+    """Dense index of a collection through resumable embedding shards, in bounded memory."""
+    from rankloop.embed.shards import CorpusSource, TsvCollection, encode_shards
+    from rankloop.retrieval.dense import DenseRetriever
+
+    if args.kind != "dense":
+        raise ConfigError("--collection and --shards build dense indexes only (--kind dense)")
+    if args.shard_size < 1:
+        raise ConfigError(f"--shard-size must be >= 1, got {args.shard_size}")
+    start = time.perf_counter()
+    if args.collection is not None:
+        source: Any = TsvCollection(args.collection)
+    elif registry.info(args.dataset).kind == "msmarco":  # 8.8M passages: never in memory
+        source = TsvCollection(registry.fetch(args.dataset) / "collection.tsv", args.dataset)
+    else:
+        source = CorpusSource(registry.load(args.dataset, split=None).corpus, args.dataset)
+    folder = args.shards or args.out.with_name(args.out.name + ".shards")
+    _say(f"dense: {len(source):,} docs of {source.name} -> shards in {folder}")
+    shards = encode_shards(source, _encoder(args), folder, shard_size=args.shard_size)
+    DenseRetriever.build_from_shards(
+        shards,
+        args.out,
+        factory=args.factory,
+        metric=args.metric,
+        train_size=args.train_size,
+        random_state=args.random_state,
+        corpus=source.name,
+    )
+    _say(f"dense index of {len(source):,} docs -> {args.out} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
 def _index_build(args: argparse.Namespace) -> int:
+    if args.collection is not None or args.shards is not None:
+        if args.collection is not None and args.dataset is not None:
+            raise ConfigError("give --dataset or --collection, not both")
+        return _build_sharded(args)
+    if args.dataset is None:
+        raise ConfigError("--dataset is required (or --collection FILE.tsv)")
     ds = registry.load(args.dataset, split=None)
     corpus = ds.corpus
     start = time.perf_counter()

@@ -6,7 +6,9 @@ light and a later BM25 call in the same process can still start its JVM.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,9 +16,11 @@ import numpy as np
 from rankloop.data.types import Corpus, Queries, Run
 from rankloop.embed.encoders import Encoder
 from rankloop.embed.index import VectorIndex
+from rankloop.embed.shards import EmbeddingShards
 from rankloop.errors import RankloopError
+from rankloop.io import atomic_dir
 from rankloop.retrieval._encoded import EncodedIndexRetriever
-from rankloop.retrieval.base import check_k, ranked_to_dict, split_empty
+from rankloop.retrieval.base import check_k, ranked_to_dict, split_empty, write_meta
 
 VECTORS_SUBDIR = "vectors"
 
@@ -53,6 +57,54 @@ class DenseRetriever(EncodedIndexRetriever):
         index = VectorIndex(int(vectors.shape[1]), factory=factory, metric=metric)
         index.add(corpus.ids, vectors)
         return cls(encoder, index)
+
+    @classmethod
+    def build_from_shards(
+        cls,
+        shards: EmbeddingShards,
+        out: str | os.PathLike[str],
+        *,
+        factory: str = "Flat",
+        metric: str = "ip",
+        train_size: int | None = None,
+        random_state: int = 0,
+        overwrite: bool = False,
+        progress: bool = True,
+        **extra_meta: Any,
+    ) -> Path:
+        """Save a dense index of every shard to `out` in bounded memory (see
+        `VectorIndex.write_streamed`): an IVF/PQ index is trained on a seeded sample of
+        `train_size` rows drawn across the shards, then the shards are added in row order.
+        `out` is replaced atomically, as `save` does; `load` opens it."""
+        m = shards.manifest
+        with atomic_dir(Path(out), cls._artifact(), overwrite=overwrite, legacy=cls._is_legacy) as tmp:
+            (tmp / cls.SUBDIR).mkdir()
+            VectorIndex.write_streamed(
+                tmp / cls.SUBDIR,
+                iter(shards),
+                total=shards.n_docs,
+                dim=shards.dim,
+                factory=factory,
+                metric=metric,
+                sample=lambda n: shards.sample(n, random_state),
+                train_size=train_size,
+                progress=progress,
+            )
+            write_meta(
+                tmp,
+                cls.KIND,
+                model=m["model"],
+                model_fingerprint=m["model_fingerprint"],
+                backend=m["backend"],
+                max_length=m["max_length"],
+                dim=shards.dim,
+                factory=factory,
+                metric=metric,
+                n_docs=shards.n_docs,
+                source=m["source"],
+                **extra_meta,
+            )
+        return Path(out)
 
     def search(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +10,6 @@ import pytest
 from rankloop.data.interactions import Interactions
 
 _REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def coat_dir() -> Path:
-    """The Coat folder of the data mirror (RANKLOOP_DATA, default ../shared/data); skip when absent."""
-    value = os.environ.get("RANKLOOP_DATA", "").strip()
-    root = Path(value) if value else _REPO.parent / "shared" / "data"
-    if not (root / "recsys" / "coat" / "train.ascii").is_file():
-        pytest.skip(f"Coat not found under {root} (set RANKLOOP_DATA)")
-    return root / "recsys" / "coat"
 
 
 @pytest.fixture(scope="session")
