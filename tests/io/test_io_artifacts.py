@@ -56,7 +56,9 @@ def _multivector(seed: int) -> MultiVectorIndex:
     return index
 
 
-ENCODER: Any = SimpleNamespace(dim=DIM, name="stub/model", fingerprint="stub@0", max_length=16)
+ENCODER: Any = SimpleNamespace(
+    dim=DIM, name="stub/model", fingerprint="stub@0", max_length=16, backend="torch"
+)
 
 
 def _dense(seed: int) -> DenseRetriever:
