@@ -49,7 +49,7 @@ from rankloop.errors import ConfigError, RankloopError
 from rankloop.experiments import write_seeded_results
 from rankloop.io import atomic_write
 from rankloop.recsys.propensity import PROPENSITY_ESTIMATORS
-from rankloop.scale import map_tasks, ray_active
+from rankloop.scale import map_tasks
 
 _MAX_GRID_POINTS = 100_000  # a grid larger than this is a typo, not an experiment
 
@@ -375,10 +375,8 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
         repeats=config.val_repeats,
         random_state=config.tune_random_state,
     )
-
-    def tune(spec: ModelSpec) -> Any:
-        """One model's grid search (a Ray task under --ray)."""
-        return tune_recommender(
+    for spec in config.models:  # each grid point is a Ray task under --ray
+        tuned = tune_recommender(
             spec.type,
             spec.grid_points(),
             splits,
@@ -386,11 +384,9 @@ def run_recsys(config: RecsysConfig, *, verbose: bool = True) -> RecsysResult:
             n_negatives=config.val_negatives,
             random_state=config.tune_random_state,
             where=f"model {spec.name!r}",
-            progress=verbose and not ray_active(),
+            progress=verbose,
             **context,
         )
-
-    for spec, tuned in zip(config.models, map_tasks(tune, config.models, desc="tuning")):
         tuning[spec.name] = asdict(tuned)
         _log(
             f"tuned {spec.name}: {tuned.best_params} "

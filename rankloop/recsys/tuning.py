@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from rankloop.data.interactions import Interactions
 from rankloop.recsys.propensity import Propensity
+from rankloop.scale import map_tasks
 
 Split = tuple[Interactions, Interactions, Propensity]
 
@@ -81,18 +81,20 @@ def tune_recommender(
         )  # fmt: skip
 
     exposures = [exposure_for(held) for _, held, _ in splits]
-    scores = []
-    bar = tqdm(points, desc=f"tune {where or model_type}", disable=not progress, leave=False)
-    for params in bar:
+
+    def score(params: dict[str, Any]) -> float:
+        """Mean held-out SNIPS-DCG@k of one grid point (a Ray task under --ray)."""
         vals = []
         for (kept, held, theta), seen in zip(splits, exposures):
             model = make_recommender(model_type, params, random_state=random_state, where=where)
             fit_recommender(model, kept, theta, exposure=seen, uniform=uniform)
-            score = unbiased_dcg(
+            vals.append(unbiased_dcg(
                 model, kept, held, theta, k=k, n_negatives=n_negatives, random_state=random_state
-            )
-            vals.append(score)
-        scores.append(float(np.mean(vals)))
+            ))  # fmt: skip
+        return float(np.mean(vals))
+
+    scores = list(map_tasks(score, list(points), desc=f"tune {where or model_type}",
+                            progress=progress))  # fmt: skip
     best = int(np.argmax(scores))
     return Tuned(
         dict(points[best]),
