@@ -77,7 +77,7 @@ def using_ray(address: str | None = None, *, num_cpus: int | None = None) -> Ite
         if address in (None, "local"):
             kwargs["num_cpus"] = num_cpus
         try:
-            ray.init(address=None if address == "local" else address, **kwargs)
+            ray.init(address="local" if address in (None, "local") else address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = address or "a new local instance"
             raise RankloopError(f"cannot connect to Ray at {where}: {e}") from e

@@ -428,10 +428,12 @@ def _encode_ray(source: DocSource, encoder: Encoder, shards: EmbeddingShards, to
     from rankloop import scale
 
     _ = encoder.backend  # resolve "auto" here, so that every actor uses the same backend
-    actors = max(1, min(scale.cluster_cpus(), len(todo)))
+    gpu = encoder.device.startswith("cuda")  # then one actor per GPU of the cluster
+    slots = int(ray.cluster_resources().get("GPU", 0)) if gpu else scale.cluster_cpus()
+    if slots < 1:
+        raise RankloopError(f"device {encoder.device!r} asked for, but the Ray cluster has no GPU")
+    actors = max(1, min(slots, len(todo)))
     bounds = {i: shards.bounds(i) for i in todo}
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
     ds = ray.data.from_items([{"shard": i} for i in todo], override_num_blocks=len(todo))
     kwargs = {"source": source, "encoder": encoder, "bounds": bounds,
               "fingerprint": encoder.fingerprint}  # fmt: skip
@@ -441,13 +443,19 @@ def _encode_ray(source: DocSource, encoder: Encoder, shards: EmbeddingShards, to
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=1,
+        num_gpus=1 if gpu else 0,
         max_restarts=0,
     )
+    ctx = ray.data.DataContext.get_current()
+    shown, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # ours counts documents
     rows = sum(b - a for a, b in bounds.values())
-    with tqdm(total=rows, unit="doc", desc=f"encode {source.name} (ray, {actors} actors)",
-              disable=not progress) as bar:  # fmt: skip
-        for row in out.iter_rows():
-            n = int(row["n"])
-            vecs = np.frombuffer(row["vectors"], dtype=np.float32).reshape(n, shards.dim)
-            shards.write(int(row["shard"]), json.loads(row["ids"]), vecs)
-            bar.update(n)
+    try:
+        with tqdm(total=rows, unit="doc", desc=f"encode {source.name} (ray, {actors} actors)",
+                  disable=not progress) as bar:  # fmt: skip
+            for row in out.iter_rows():
+                n = int(row["n"])
+                vecs = np.frombuffer(row["vectors"], dtype=np.float32).reshape(n, shards.dim)
+                shards.write(int(row["shard"]), json.loads(row["ids"]), vecs)
+                bar.update(n)
+    finally:
+        ctx.enable_progress_bars = shown

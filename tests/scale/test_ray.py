@@ -220,3 +220,17 @@ def test_without_ray_installed_the_flag_fails_clearly(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"rankloop\[scale\]"), scale.using_ray(None):
         pass
+
+
+@pytest.mark.gpu
+def test_shards_on_a_gpu_actor_pool(corpus, tmp_path) -> None:
+    """With --device cuda, each actor takes one GPU of the cluster (skips without a GPU)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU")
+    cpu = encode_shards(CorpusSource(corpus), Encoder(show_progress=False, device="cpu"),
+                        tmp_path / "cpu", shard_size=16)  # fmt: skip
+    gpu_enc = Encoder(show_progress=False, device="cuda")
+    with scale.using_ray(None):
+        gpu = encode_shards(CorpusSource(corpus), gpu_enc, tmp_path / "gpu", shard_size=16)
+    np.testing.assert_allclose(_all(cpu)[1], _all(gpu)[1], atol=1e-3)
