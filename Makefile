@@ -41,7 +41,8 @@ browser:
 		|| echo "chromium is not installed: the browser test will skip"
 
 test: lint browser
-	$(PY) -m pytest -n 2 --dist loadgroup -q
+	$(PY) -m pytest -n 2 -q --ignore=tests/scale
+	$(PY) -m pytest -p no:xdist -q tests/scale  # Ray's cluster in a process of its own
 
 clean:
 	rm -rf $(VENV)

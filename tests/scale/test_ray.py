@@ -29,9 +29,6 @@ from rankloop.embed.encoders import Encoder  # noqa: E402
 from rankloop.embed.shards import CorpusSource, EmbeddingShards, encode_shards  # noqa: E402
 from rankloop.retrieval.dense import DenseRetriever  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("ray")  # one cluster per run: every Ray test on one worker
-
-
 
 @pytest.fixture(scope="module")
 def cluster():
