@@ -121,8 +121,8 @@ def map_tasks(
     here.
 
     `fn` and what it refers to are shipped to the workers (cloudpickle), so it must not rely
-    on state outside its arguments and closure. An exception in a task is raised here, and the
-    tasks still running are cancelled.
+    on state outside its arguments and closure. An exception in a task is raised here; the
+    tasks already submitted still run to their end.
     """
     bar = tqdm(total=len(items), desc=desc + (" (ray)" if _active else ""), disable=not progress)
     with bar:
@@ -137,17 +137,13 @@ def map_tasks(
             return fn(x)
 
         remote = ray.remote(num_cpus=num_cpus, max_retries=0)(call)
-        refs = [remote.remote(x) for x in items]
-        done = 0
-        try:
-            for ref in refs:
-                result = ray.get(ref)
-                done += 1
-                bar.update(1)
-                yield result
-        finally:  # an error, or a caller that stopped early: nothing keeps running
-            for ref in refs[done:]:
-                ray.cancel(ref)
+        # No ray.cancel on an error: cancelling a task that has just ended aborts the driver
+        # in Ray 2.60 ("Tried to complete task that was not pending"); the other tasks run to
+        # their end and their results are dropped.
+        for ref in [remote.remote(x) for x in items]:
+            result = ray.get(ref)
+            bar.update(1)
+            yield result
 
 
 def add_ray_argument(parser: Any) -> None:
