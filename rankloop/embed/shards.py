@@ -245,22 +245,28 @@ class EmbeddingShards:
         name = _shard_name(i)
         return self.folder / f"{name}.ids.json", self.folder / f"{name}.npy"
 
-    def is_complete(self, i: int) -> bool:
-        """Shard `i` is on disk, whole, with the expected number of rows."""
+    def _read(self, i: int) -> tuple[list[str], np.ndarray] | None:
+        """(ids, memory-mapped vectors) of shard `i` if it is on disk, whole, with the expected
+        number of rows; else None. One read serves both the check and the use."""
         ids_path, vec_path = self._paths(i)
         if not (ids_path.is_file() and vec_path.is_file()):
-            return False
+            return None
         start, stop = self.bounds(i)
         try:
             vecs = np.load(vec_path, mmap_mode="r")
             ids = json.loads(ids_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return False
-        return (
+            return None
+        whole = (
             vecs.shape == (stop - start, self.dim)
             and vecs.dtype == np.float32
             and (isinstance(ids, list) and len(ids) == stop - start)
         )
+        return (ids, vecs) if whole else None
+
+    def is_complete(self, i: int) -> bool:
+        """Shard `i` is on disk, whole, with the expected number of rows."""
+        return self._read(i) is not None
 
     def missing(self) -> list[int]:
         """Shards not (wholly) written yet."""
@@ -281,10 +287,10 @@ class EmbeddingShards:
 
     def shard(self, i: int) -> tuple[list[str], np.ndarray]:
         """(ids, memory-mapped vectors) of shard `i`."""
-        ids_path, vec_path = self._paths(i)
-        if not self.is_complete(i):
+        found = self._read(i)
+        if found is None:
             raise RankloopError(f"{self.folder}: shard {i} is missing or incomplete")
-        return json.loads(ids_path.read_text(encoding="utf-8")), np.load(vec_path, mmap_mode="r")
+        return found
 
     def __iter__(self) -> Iterator[tuple[list[str], np.ndarray]]:
         """(ids, vectors) of every shard in row order; a missing shard raises first."""
