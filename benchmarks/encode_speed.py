@@ -13,10 +13,13 @@ Runtime's and OpenVINO's. The CPU's model name and matrix features are recorded.
 With `--ndcg`, the fastest backend (mean speed-up over torch float32 across the datasets) whose
 nDCG@10 was measured and is at most `MAX_NDCG_LOSS` below torch float32's on every dataset is
 written to this CPU's decision file, which `backend="auto"` then reads; without `--ndcg` the
-loss bound is unchecked and no decision file is written. Writes benchmarks/results/encode_speed.json.
+loss bound is unchecked and no decision file is written. `--compile` adds rows for the torch
+backends with `Encoder(compile=True)` (never chosen by `auto`: it costs a compilation per
+process). Writes benchmarks/results/encode_speed.json.
 
     RANKLOOP_DATA=../shared/data .venv/bin/python benchmarks/encode_speed.py [--ndcg [BACKEND ...]]
         [--full] [--datasets scifact nfcorpus] [--backends torch onnx-int8 ...] [--sample 1000]
+        [--compile [torch torch-bf16]]
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from rankloop.eval import evaluate
 MATRIX_FLAGS = ("avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "avx512_bf16")
 DEPTH = 100  # retrieved per query for nDCG@10 (only the top 10 count)
 WARMUP = 16
+COMPILED = "+compile"  # a row of a backend with Encoder(compile=True)
 
 
 def timed_encode(enc: Encoder, texts: list[str]) -> tuple[np.ndarray, float]:
@@ -71,13 +75,16 @@ def ndcg_at_10(enc: Encoder, data: BeirDataset, docs: np.ndarray | None) -> floa
     return float(evaluate(data.qrels, run, "ndcg_cut_10")["ndcg_cut_10"])
 
 
-def measure(backend: str, data: BeirDataset, args: argparse.Namespace,
+def measure(variant: str, data: BeirDataset, args: argparse.Namespace,
             ref: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray]:  # fmt: skip
-    """One backend on one dataset: speed on the sample (and full corpus), cosines, nDCG@10."""
+    """One backend ("torch-bf16+compile": compiled) on one dataset: speed on the sample (and
+    full corpus), cosines, nDCG@10 (not for compiled rows: they share the eager cache key)."""
     texts = data.corpus.doc_texts()
     sample = texts[: args.sample]
+    backend, compiled = variant.removesuffix(COMPILED), variant.endswith(COMPILED)
     start = time.perf_counter()
-    enc = Encoder(backend=backend, batch_size=args.batch_size, show_progress=False)
+    enc = Encoder(backend=backend, batch_size=args.batch_size, show_progress=False,
+                  compile=compiled)  # fmt: skip
     enc.encode_docs(sample[:WARMUP])  # load, export where needed, warm up
     row: dict[str, Any] = {"fingerprint": enc.fingerprint, "setup_s": time.perf_counter() - start}
     vectors, seconds = timed_encode(enc, sample)
@@ -88,7 +95,8 @@ def measure(backend: str, data: BeirDataset, args: argparse.Namespace,
     if args.full:
         full, seconds = timed_encode(enc, texts)
         row["full"] = {"n_docs": len(texts), "seconds": seconds, "docs_per_s": len(texts) / seconds}
-    row["ndcg_cut_10"] = ndcg_at_10(enc, data, full) if backend in args.ndcg_for else None
+    measured = variant in args.ndcg_for and not compiled
+    row["ndcg_cut_10"] = ndcg_at_10(enc, data, full) if measured else None
     del enc
     gc.collect()
     return row, vectors
@@ -97,7 +105,7 @@ def measure(backend: str, data: BeirDataset, args: argparse.Namespace,
 def decide(results: dict[str, dict[str, dict[str, Any]]]) -> tuple[str, str, dict[str, Any]]:
     """(backend, why, per-backend evidence): the fastest within the loss bound on every dataset."""
     evidence: dict[str, Any] = {}
-    for b in next(iter(results.values())):
+    for b in [v for v in next(iter(results.values())) if not v.endswith(COMPILED)]:
         rows = {ds: r[b] for ds, r in results.items()}
         losses = {ds: None if row["ndcg_cut_10"] is None
                   else results[ds]["torch"]["ndcg_cut_10"] - row["ndcg_cut_10"]
@@ -125,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ndcg", nargs="*", choices=BACKENDS, metavar="BACKEND",
                     help="nDCG@10 on the full corpus for these backends (none named: all) and "
                          "torch; encodes each corpus once per backend")  # fmt: skip
+    ap.add_argument("--compile", nargs="*", choices=("torch", "torch-bf16"), metavar="BACKEND",
+                    help="also time these torch backends (none named: both) with "
+                         "Encoder(compile=True); setup_s includes the compilation")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = ap.parse_args(argv)
@@ -137,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                for b in backends if not backend_available(b)}  # fmt: skip
     backends = [b for b in backends if b not in skipped]
     args.ndcg_for = set() if args.ndcg is None else {"torch", *(args.ndcg or backends)}
+    if args.compile is not None:
+        backends += [b + COMPILED for b in args.compile or ("torch", "torch-bf16")]
     cpu = read_cpu_info()
     cpu_record = {"model": cpu.model, "features": cpu.features,
                   "matrix_flags": {f: f in cpu.flags for f in MATRIX_FLAGS}}  # fmt: skip

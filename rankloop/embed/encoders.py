@@ -20,6 +20,12 @@ atomically, and stand in for the Hugging Face model inside sentence-transformers
 so tokenisation, prompts, pooling and token output are the same code for every backend. They are
 CPU paths: on a CUDA device use "torch" or "torch-bf16". Every backend but "torch" adds its
 name and precision to `Encoder.fingerprint`, so cached vectors of different backends never mix.
+
+`Encoder(compile=True)` runs the torch backends' transformer through `torch.compile` (dynamic
+shapes, Inductor freezing): the same computation in the same precision, 8-18% faster on a
+2-core AMX Xeon after a one-off compilation of 20-60 s, so it pays off from some thousands of
+texts. It is not part of the fingerprint: compiled and eager vectors agree as closely as two
+eager runs of one backend with different batch sizes do.
 """
 
 from __future__ import annotations
@@ -358,6 +364,61 @@ def backend_available(backend: str) -> bool:
     return all(importlib.util.find_spec(m) is not None for m in _BACKEND_MODULES.get(backend, ()))
 
 
+def _check_compile(backend: str, device: str | None) -> None:
+    """Raise `ConfigError` unless `compile=True` can work: a torch backend (or "auto") and, on
+    the CPU, a C++ compiler for TorchInductor's kernels."""
+    if backend in _CPU_ONLY:
+        raise ConfigError(
+            f"compile=True applies to the torch backends; {backend!r} runs a graph that its "
+            "runtime compiles itself"
+        )
+    if (device is None or device.startswith("cpu")) and not _cxx_compiler():
+        raise ConfigError(
+            "compile=True needs a C++ compiler for TorchInductor's CPU kernels (g++ or clang++ "
+            "on PATH, or $CXX); install one or leave compile off"
+        )
+
+
+def _cxx_compiler() -> str | None:
+    """The C++ compiler TorchInductor would find: $CXX, else g++ or clang++ on PATH."""
+    for name in (os.environ.get("CXX"), "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _compile_transformer(st: SentenceTransformer, backend: str) -> None:
+    """Replace the transformer inside `st` by its `torch.compile`d form and compile it now.
+
+    Dynamic shapes (one graph for every batch size and text length) and Inductor's freezing
+    (weights folded in as constants, pre-packed for oneDNN, so bias and GELU fuse into the
+    matmuls). Measured on a 2-core Xeon with AMX: torch-bf16 8-18% faster, after a one-off
+    compilation of 20-60 s per process. ONNX / OpenVINO backends compile their own graphs.
+    """
+    if backend in _CPU_ONLY:
+        _note(f"compile: not applied, backend {backend} compiles its own graph")
+        return
+    import torch
+
+    first = st[0]
+    attr = next((a for a in ("model", "auto_model") if hasattr(first, a)), None)
+    module = getattr(first, attr) if attr is not None else None
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(
+            f"compile=True needs a transformer module; the model's first module is "
+            f"{type(first).__name__}"
+        )
+    _note("compile: torch.compile of the transformer (once per process, 20-60 s on 2 cores)")
+    setattr(
+        first, attr, torch.compile(module, dynamic=True, options={"freezing": True})
+    )
+    try:  # compile here, so a missing toolchain fails now with a clear message
+        st.encode(["compile warm-up", "a second, longer text for the warm-up batch"],
+                  batch_size=2, show_progress_bar=False)  # fmt: skip
+    except Exception as e:  # Inductor's errors are many and deep; they all mean the same
+        raise RankloopError(f"torch.compile of {type(module).__name__} failed: {e}") from e
+
+
 def _check_backend(backend: str) -> None:
     """Raise `ConfigError` unless `backend` is known and its packages are installed."""
     if backend not in (*BACKENDS, "auto"):
@@ -684,7 +745,9 @@ class Encoder:
 
     `backend` is one of `BACKENDS` or "auto" (see the module docstring); an unknown one, or one
     whose packages are missing, raises `ConfigError` in the constructor. "auto" is resolved on
-    first use and says on stderr what it chose and why.
+    first use and says on stderr what it chose and why. `compile=True` compiles a torch
+    backend's transformer when the model loads (see the module docstring); it is refused at
+    once for the ONNX / OpenVINO backends and, on the CPU, where no C++ compiler is found.
     """
 
     def __init__(
@@ -697,8 +760,11 @@ class Encoder:
         cache_dir: str | Path | None = None,
         show_progress: bool = True,
         backend: str = "torch",
+        compile: bool = False,
     ) -> None:
         _check_backend(backend)
+        if compile:
+            _check_compile(backend, device)
         if backend in _CPU_ONLY and device is not None and not device.startswith("cpu"):
             raise ConfigError(
                 f"backend {backend!r} runs on the CPU only; on device {device!r} use 'torch' or "
@@ -717,6 +783,7 @@ class Encoder:
         )
         self.show_progress = show_progress
         self._requested_backend = backend
+        self.compile = compile
         self._backend: str | None = None if backend == "auto" else backend
         self._int8: tuple[str, str] | None = None
         self._st: SentenceTransformer | None = None
@@ -732,9 +799,10 @@ class Encoder:
         backend = (
             "" if self._requested_backend == "torch" else f", backend={self._requested_backend!r}"
         )
+        compiled = ", compile=True" if self.compile else ""
         return (
             f"Encoder({self.name!r}, max_length={self._max_length}, batch_size={self.batch_size}"
-            f"{backend})"
+            f"{backend}{compiled})"
         )
 
     # -- backend -----------------------------------------------------------------------------
@@ -801,6 +869,8 @@ class Encoder:
                     f"backend {self.backend!r} could not be set up for {self.name!r}: {e}"
                 ) from e
             _use_runtime(st, run)
+        if self.compile:
+            _compile_transformer(st, self.backend)
         return st
 
     def _runner(

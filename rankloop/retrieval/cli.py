@@ -93,6 +93,9 @@ def _dense_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=(*BACKENDS, "auto"), default="torch",
                    help="encoder backend (default torch; auto: the fastest within 0.005 nDCG@10 "
                    "on this CPU)")  # fmt: skip
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer (torch backends): 8-18%% faster encoding "
+                   "after a 20-60 s compilation, worth it from some thousands of documents")  # fmt: skip
     g.add_argument("--factory", default="Flat", help="FAISS index factory string (default Flat)")
     g.add_argument("--metric", choices=("ip", "cosine", "l2"), default="ip")
 
@@ -176,6 +179,7 @@ def _encoder(args: argparse.Namespace):  # -> Encoder
         max_length=args.max_length,
         batch_size=args.batch_size,
         backend=args.backend,
+        compile=args.compile,
     )
 
 

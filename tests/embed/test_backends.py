@@ -214,3 +214,54 @@ def test_encoder_export_failure_is_named_and_clean(cache_root, monkeypatch):
     folder = export_dir(enc._base_fingerprint(), "onnx")
     assert not folder.exists() and list(folder.parent.iterdir()) == []
 
+
+
+def test_compiled_transformer_agrees_with_eager_and_shares_the_cache_key(cache_root):
+    eager = Encoder(backend="torch-bf16", show_progress=False, device="cpu")
+    compiled = Encoder(backend="torch-bf16", compile=True, show_progress=False, device="cpu",
+                       batch_size=2)  # fmt: skip
+    assert "compile=True" in repr(compiled)
+    assert compiled.fingerprint == eager.fingerprint  # same computation, same precision
+    # one graph for every batch size and length: a batch of 2, a lone text, a long one
+    texts = [*TEXTS, "word " * 300]
+    cos = (compiled.encode_docs(texts) * eager.encode_docs(texts)).sum(1)
+    assert cos.min() >= 0.9999, cos
+    one = compiled.encode_queries(TEXTS[:1])
+    assert (one * eager.encode_queries(TEXTS[:1])).sum() >= 0.9999
+
+
+def test_compile_is_refused_where_it_cannot_work(monkeypatch):
+    if not MISSING["onnx"]:
+        with pytest.raises(ConfigError, match="torch backends"):
+            Encoder(backend="onnx", compile=True)
+    monkeypatch.setattr(encoders, "_cxx_compiler", lambda: None)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
+        Encoder(compile=True, device="cpu")
+    assert time.perf_counter() - start < 2
+
+
+def test_a_failed_compile_is_named(cache_root, monkeypatch):
+    import torch
+
+    class Broken(torch.nn.Module):  # like torch.compile's wrapper: the module's attributes show
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def __getattr__(self, name: str):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(super().__getattr__("inner"), name)
+
+        def forward(self, *a, **k):
+            raise RuntimeError("InductorError: no cpp toolchain")
+
+    def broken(module, **kwargs):
+        return Broken(module)
+
+    monkeypatch.setattr(torch, "compile", broken)
+    enc = Encoder(backend="torch", compile=True, show_progress=False, device="cpu")
+    with pytest.raises(RankloopError, match=r"torch.compile of .* failed.*no cpp toolchain"):
+        _ = enc.model

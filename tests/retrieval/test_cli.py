@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -63,6 +64,9 @@ def test_cli_errors_are_clean(
     assert "KEY=VALUE" in capsys.readouterr().err
     assert cli("run --dataset {ds} --k 0", ds=scifact_slice_dir) == 2
     assert "--k must be >= 1" in capsys.readouterr().err
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert cli("run --dataset {ds} --backend onnx --compile", ds=scifact_slice_dir) == 2
+        assert "compile=True applies to the torch backends" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("require_bm25")
