@@ -23,7 +23,7 @@ name and precision to `Encoder.fingerprint`, so cached vectors of different back
 
 `Encoder(compile=True)` runs the torch backends' transformer through `torch.compile` (dynamic
 shapes, Inductor freezing): the same computation in the same precision, 8-18% faster on a
-2-core AMX Xeon after a one-off compilation of 20-60 s, so it pays off from some thousands of
+2-core AMX Xeon after a one-off compilation of 10-60 s, so it pays off from some thousands of
 texts. It is not part of the fingerprint: compiled and eager vectors agree as closely as two
 eager runs of one backend with different batch sizes do.
 """
@@ -393,7 +393,7 @@ def _compile_transformer(st: SentenceTransformer, backend: str) -> None:
     Dynamic shapes (one graph for every batch size and text length) and Inductor's freezing
     (weights folded in as constants, pre-packed for oneDNN, so bias and GELU fuse into the
     matmuls). Measured on a 2-core Xeon with AMX: torch-bf16 8-18% faster, after a one-off
-    compilation of 20-60 s per process. ONNX / OpenVINO backends compile their own graphs.
+    compilation of 10-60 s per process. ONNX / OpenVINO backends compile their own graphs.
     """
     if backend in _CPU_ONLY:
         _note(f"compile: not applied, backend {backend} compiles its own graph")
@@ -408,7 +408,7 @@ def _compile_transformer(st: SentenceTransformer, backend: str) -> None:
             f"compile=True needs a transformer module; the model's first module is "
             f"{type(first).__name__}"
         )
-    _note("compile: torch.compile of the transformer (once per process, 20-60 s on 2 cores)")
+    _note("compile: torch.compile of the transformer (once per process, 10-60 s on 2 cores)")
     setattr(
         first, attr, torch.compile(module, dynamic=True, options={"freezing": True})
     )

@@ -95,7 +95,7 @@ def _dense_args(p: argparse.ArgumentParser) -> None:
                    "on this CPU)")  # fmt: skip
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer (torch backends): 8-18%% faster encoding "
-                   "after a 20-60 s compilation, worth it from some thousands of documents")  # fmt: skip
+                   "after a 10-60 s compilation, worth it from some thousands of documents")  # fmt: skip
     g.add_argument("--factory", default="Flat", help="FAISS index factory string (default Flat)")
     g.add_argument("--metric", choices=("ip", "cosine", "l2"), default="ip")
 
