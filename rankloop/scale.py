@@ -35,8 +35,7 @@ R = TypeVar("R")
 
 _INSTALL_HINT = "install the scale extra: pip install 'rankloop[scale]'"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-_address: str | None = None  # what `using_ray` connected to, while it is open
-_active = False
+_active = False  # whether a `using_ray` block is open
 
 
 def _import_ray() -> Any:
@@ -64,7 +63,7 @@ def using_ray(address: str | None = None, *, num_cpus: int | None = None) -> Ite
     instance on this machine with `num_cpus` CPUs (default: all), bound to 127.0.0.1. A Ray
     already initialised in this process is used as it is and left running.
     """
-    global _active, _address
+    global _active
     if _loopback(address):
         # Ray otherwise advertises (and listens on) the machine's routable address, even for a
         # private instance; with this it keeps to the loopback interface. Read at import time.
@@ -87,12 +86,11 @@ def using_ray(address: str | None = None, *, num_cpus: int | None = None) -> Ite
         + (f" at {address}" if address not in (None, "local") else " (local instance)"),
         file=sys.stderr,
     )
-    previous = (_active, _address)
-    _active, _address = True, address
+    previous, _active = _active, True
     try:
         yield
     finally:
-        _active, _address = previous
+        _active = previous
         if started:
             ray.shutdown()
 
