@@ -311,12 +311,11 @@ class EmbeddingShards:
             rows = np.sort(
                 np.random.default_rng(random_state).choice(self.n_docs, n, replace=False)
             )
-        size = int(self.manifest["shard_size"])
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         at = 0
         for i in range(self.n_shards):
             start, stop = self.bounds(i)
-            take = rows[(rows >= start) & (rows < stop)] - i * size
+            take = rows[(rows >= start) & (rows < stop)] - start
             if len(take):
                 out[at : at + len(take)] = self.shard(i)[1][take]
                 at += len(take)
